@@ -1,0 +1,303 @@
+"""Checkpoint I/O: read (lazily) and write safetensors checkpoints in the Mistral and HF layouts.
+
+Layouts (spec §1.1, §1.5):
+
+    mistral  params.json + consolidated.safetensors (+ tekken.json); all BF16, q/k rows interleaved
+    hf       config.json + model.safetensors or model-XXXXX-of-YYYYY.safetensors; q/k rows rotate-half
+
+Reading is lazy: opening a checkpoint parses the safetensors headers and validates every name,
+shape, dtype and byte range against the config, but reads no tensor data. A tensor is read
+(memory-mapped, then converted to the compute dtype) when a layer asks for it, so a full 8.9 GB
+checkpoint is never resident unless the caller keeps every layer. The safetensors format is parsed
+here, not by the safetensors package, so that every defect (a truncated file, a header pointing past
+the end, a missing tensor) becomes one line naming the file and the tensor.
+
+Writing streams tensor by tensor (``write_safetensors`` takes a generator), so `synth --size full`
+never holds the model in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .config import ModelConfig, read_json
+from .errors import OracleError, where
+from .precision import BF16, Precision
+from .weights import (
+    GROUPS,
+    HF_PREFIX_ALIASES,
+    HF_TIED_COPIES,
+    LAYERED,
+    TensorSpec,
+    assemble,
+    expected,
+    specs_of,
+    unpermute_rows,
+)
+
+DTYPES: dict[str, np.dtype] = {
+    "BF16": BF16,
+    "F16": np.dtype("<f2"),
+    "F32": np.dtype("<f4"),
+    "F64": np.dtype("<f8"),
+    "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"),
+    "I16": np.dtype("<i2"),
+    "I32": np.dtype("<i4"),
+    "I64": np.dtype("<i8"),
+    "BOOL": np.dtype("?"),
+}
+FLOAT_DTYPES = {"BF16", "F16", "F32", "F64"}
+NAME_OF_DTYPE = {v: k for k, v in DTYPES.items()}
+MAX_HEADER = 100 * 1024 * 1024  # the safetensors spec's own limit
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    file: Path
+    name: str
+    dtype: str  # safetensors dtype string, e.g. "BF16"
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset in the file
+    end: int
+
+
+def read_safetensors_header(path: Path) -> dict[str, TensorEntry]:
+    """Parse and validate a safetensors header: length, JSON, dtypes, and byte ranges within the file."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise OracleError(where(path, f"truncated: {size} bytes, too short for a safetensors header"))
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER or 8 + n > size:
+                raise OracleError(where(path, f"header length {n} points past the end of the file ({size} bytes)"))
+            raw = f.read(n)
+    except FileNotFoundError:
+        raise OracleError(where(path, "file not found")) from None
+    except IsADirectoryError:
+        raise OracleError(where(path, "is a directory, expected a safetensors file")) from None
+    except PermissionError as exc:
+        raise OracleError(where(path, f"cannot read: {exc.strerror}")) from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+        assert isinstance(header, dict)
+    except (UnicodeDecodeError, json.JSONDecodeError, AssertionError):
+        raise OracleError(where(path, "not a safetensors file (its header is not a JSON object)")) from None
+    data_start = 8 + n
+    entries: dict[str, TensorEntry] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (b0, b1) = info["dtype"], tuple(int(s) for s in info["shape"]), info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise OracleError(where(path, f"tensor {name}: malformed header entry")) from None
+        if dtype not in DTYPES:
+            raise OracleError(where(path, f"tensor {name}: unsupported dtype {dtype}"))
+        nbytes = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
+        if b1 - b0 != nbytes or b0 < 0:
+            raise OracleError(where(path, f"tensor {name}: data_offsets [{b0}, {b1}) do not hold {dtype}{list(shape)}"))
+        if data_start + b1 > size:
+            raise OracleError(where(path, f"truncated: tensor {name} ends at byte {data_start + b1} but the file has {size}"))
+        entries[name] = TensorEntry(path, name, dtype, shape, data_start + b0, data_start + b1)
+    return entries
+
+
+def read_tensor(entry: TensorEntry) -> np.ndarray:
+    """Memory-map one tensor (no copy until the caller converts it)."""
+    dt = DTYPES[entry.dtype]
+    count = (entry.end - entry.start) // dt.itemsize
+    if count == 0:
+        return np.zeros(entry.shape, dtype=dt)
+    arr = np.memmap(entry.file, dtype=dt, mode="r", offset=entry.start, shape=(count,))
+    return arr.reshape(entry.shape)
+
+
+def write_safetensors(path: Path, tensors: Iterable[tuple[str, np.dtype | str, tuple[int, ...], Iterator[np.ndarray] | np.ndarray]],
+                      metadata: dict[str, str] | None = None, progress=None) -> None:
+    """Write a safetensors file tensor by tensor.
+
+    ``tensors`` yields (name, dtype, shape, data) where data is an array or an iterator of row-blocks
+    in C order; names are written in the order given, offsets contiguous, header padded with spaces to
+    8 bytes (as the reference writer does). Output is a pure function of the input: byte-identical reruns.
+    """
+    items = list(tensors)
+    header: dict = {"__metadata__": dict(metadata or {"format": "pt"})}
+    offset = 0
+    for name, dtype, shape, _ in items:
+        dt = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        header[name] = {"dtype": NAME_OF_DTYPE[dt], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    tmp = path.with_name(path.name + ".partial")
+    with tmp.open("wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for k, (name, dtype, shape, data) in enumerate(items):
+            dt = np.dtype(dtype)
+            blocks = [data] if isinstance(data, np.ndarray) else data
+            written = 0
+            for block in blocks:
+                block = np.ascontiguousarray(block, dtype=dt)
+                f.write(block.tobytes())
+                written += block.size
+            assert written == int(np.prod(shape, dtype=np.int64)), (name, written, shape)
+            if progress is not None:
+                progress(k + 1, len(items), name)
+    tmp.replace(path)
+
+
+class Checkpoint:
+    """An opened, validated checkpoint. Holds only headers; tensors are read on demand.
+
+    ``layout`` is "mistral" or "hf". Accessors return typed containers in the requested precision,
+    always in the Mistral (interleaved q/k) orientation.
+    """
+
+    def __init__(self, directory: Path, layout: str, config: ModelConfig, index: dict[str, TensorEntry],
+                 names: dict[tuple[str, int | None, str], str]):
+        self.directory = directory
+        self.layout = layout
+        self.config = config
+        self.index = index  # file tensor name -> entry
+        self._names = names  # (group, layer, field) -> file tensor name
+
+    # -- raw access ----------------------------------------------------------------------------
+
+    def entry(self, group: str, layer: int | None, field: str) -> TensorEntry:
+        return self.index[self._names[(group, layer, field)]]
+
+    def raw(self, name: str) -> np.ndarray:
+        """A tensor by its file name, as stored (no permutation, no conversion)."""
+        if name not in self.index:
+            raise OracleError(where(self.directory, f"no tensor named {name}"))
+        return read_tensor(self.index[name])
+
+    def field(self, spec: TensorSpec, layer: int | None, precision: Precision) -> np.ndarray:
+        """One tensor in Mistral orientation and the compute dtype."""
+        arr = read_tensor(self.entry(spec.group, layer, spec.field))
+        if self.layout == "hf" and spec.rope is not None:
+            arr = unpermute_rows(np.asarray(arr), *spec.rope(self.config))
+        return precision.weight(arr)
+
+    def group(self, group: str, layer: int | None, precision: Precision):
+        return assemble(group, {s.field: self.field(s, layer, precision) for s in specs_of(group)})
+
+    # -- typed accessors (what the layers take) -------------------------------------------------
+
+    def conv(self, p: Precision):
+        return self.group("conv", None, p)
+
+    def encoder_layer(self, i: int, p: Precision):
+        return self.group("enc_layer", i, p)
+
+    def encoder_norm(self, p: Precision):
+        return self.group("enc_norm", None, p)
+
+    def adapter(self, p: Precision):
+        return self.group("adapter", None, p)
+
+    def embedding(self, p: Precision):
+        return self.group("embedding", None, p)
+
+    def decoder_layer(self, i: int, p: Precision):
+        return self.group("dec_layer", i, p)
+
+    def decoder_norm(self, p: Precision):
+        return self.group("dec_norm", None, p)
+
+    def embedding_rows(self, rows: slice | np.ndarray, p: Precision) -> np.ndarray:
+        """Rows of the embedding table without materializing it (token lookup, chunked LM head)."""
+        table = read_tensor(self.entry("embedding", None, "table"))
+        return p.weight(table[rows])
+
+    @property
+    def files(self) -> list[Path]:
+        return sorted({e.file for e in self.index.values()})
+
+
+def detect_layout(directory: Path) -> str:
+    if (directory / "params.json").exists():
+        return "mistral"
+    if (directory / "config.json").exists():
+        return "hf"
+    raise OracleError(where(directory, "not a checkpoint: neither params.json (Mistral layout) nor config.json (HF layout) found"))
+
+
+def open_checkpoint(path: str | Path) -> Checkpoint:
+    """Open a checkpoint directory (either layout), validating every tensor against its config."""
+    directory = Path(path)
+    if not directory.exists():
+        raise OracleError(where(directory, "checkpoint directory not found"))
+    if not directory.is_dir():
+        raise OracleError(where(directory, "expected a checkpoint directory"))
+    layout = detect_layout(directory)
+    if layout == "mistral":
+        config = ModelConfig.from_params_file(directory / "params.json")
+        files = [directory / "consolidated.safetensors"]
+        if not files[0].exists():
+            raise OracleError(where(files[0], "file not found"))
+    else:
+        config = ModelConfig.from_hf_config(read_json(directory / "config.json"), directory / "config.json")
+        files = sorted(directory.glob("model*.safetensors"))
+        if not files:
+            raise OracleError(where(directory, "HF layout: no model*.safetensors file found"))
+
+    index: dict[str, TensorEntry] = {}
+    for f in files:
+        for name, entry in read_safetensors_header(f).items():
+            if layout == "hf":
+                name = _canonical_hf_name(name)
+            if name in index:
+                raise OracleError(where(f, f"tensor {name} also appears in {index[name].file.name}"))
+            index[name] = TensorEntry(entry.file, name, entry.dtype, entry.shape, entry.start, entry.end)
+
+    names: dict[tuple[str, int | None, str], str] = {}
+    for name, spec, layer, shape in expected(config, layout):
+        entry = index.get(name)
+        if entry is None:
+            raise OracleError(where(_file_for(files), f"missing tensor {name} (expected {list(shape)})"))
+        if entry.shape != shape:
+            raise OracleError(where(entry.file, f"tensor {name} has shape {list(entry.shape)}, expected {list(shape)} from the config"))
+        if entry.dtype not in FLOAT_DTYPES:
+            raise OracleError(where(entry.file, f"tensor {name} has dtype {entry.dtype}, expected a float type (BF16)"))
+        names[(spec.group, layer, spec.field)] = name
+    known = set(names.values())
+    for name, entry in index.items():
+        if name in known:
+            continue
+        if layout == "hf" and name in HF_TIED_COPIES:
+            continue
+        raise OracleError(where(entry.file, f"unexpected tensor {name} (not part of this model's config)"))
+    return Checkpoint(directory, layout, config, index, names)
+
+
+def _canonical_hf_name(name: str) -> str:
+    if name in HF_TIED_COPIES:
+        return name
+    for old, new in HF_PREFIX_ALIASES:
+        if name.startswith(old):
+            return new + name[len(old):]
+    return name
+
+
+def _file_for(files: list[Path]) -> Path:
+    return files[0] if len(files) == 1 else files[0].parent
+
+
+def group_names() -> list[str]:
+    return list(GROUPS)
+
+
+def is_layered(group: str) -> bool:
+    return group in LAYERED

@@ -1,0 +1,101 @@
+"""The causal audio encoder: conv stem, sliding-window transformer layers, final norm (spec §3).
+
+Shape legend:
+    M  mel bins (128)     T  mel frames (8 per token)     S  encoder frames (T / 2, 50 Hz)
+    De encoder width      He heads = kv heads             Dhe head dim     Fe FFN width
+
+    mel [M, T] --conv1 k3 s1 (2 frames of left context) + GELU--> [De, T]
+               --conv2 k3 s2 (1 frame of left context)  + GELU--> [De, T/2] -> transpose -> [S, De]
+    x [S, De] --L x (pre-norm sliding-window MHA with q/v/o biases, pre-norm SwiGLU with w2 bias)-->
+              --final RMSNorm--> [S, De]
+
+Positions are absolute encoder-frame indices from the start of the left-padded stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cache import KV
+from .config import CONV_KERNEL, CONV_STRIDE, EncoderConfig
+from .layers import apply_rope, attention, conv1d, gelu, linear, rms_norm, rope_angles, swiglu, window_mask
+from .precision import Precision
+from .taps import no_tap
+from .weights import ConvStemWeights, EncoderLayerWeights, NormWeights
+
+
+@dataclass(frozen=True)
+class ConvState:
+    """The conv stem's streaming state: the input frames each conv still needs from the past."""
+
+    mel_tail: np.ndarray  # [M, 2]  last 2 mel frames (conv1 context, k − 1)
+    conv1_tail: np.ndarray  # [De, 1]  last conv1 output frame (conv2 context, k − stride)
+
+    @staticmethod
+    def zeros(n_mels: int, dim: int, dtype) -> "ConvState":
+        """Stream start: the causal left padding is zeros (HF pads with zeros; so does the padding cache)."""
+        return ConvState(np.zeros((n_mels, CONV_KERNEL - 1), dtype), np.zeros((dim, CONV_KERNEL - CONV_STRIDE), dtype))
+
+
+def conv_stem(mel: np.ndarray, w: ConvStemWeights, p: Precision, state: ConvState | None = None,
+              tap=no_tap) -> tuple[np.ndarray, ConvState]:
+    """[M, T] mel (T even) -> ([T/2, De], new state). Offline: state=None means zeros before frame 0.
+
+    Streaming feeds consecutive even-length chunks with the returned state and gets exactly the
+    offline frames (conv2's stride-2 phase stays aligned because every chunk has an even length).
+    """
+    n_mels, t = mel.shape
+    de = w.w1.shape[0]
+    assert w.w1.shape == (de, n_mels, CONV_KERNEL) and t % 2 == 0, (mel.shape, w.w1.shape)
+    if state is None:
+        state = ConvState.zeros(n_mels, de, mel.dtype)
+    h1 = p.store(gelu(p.store(conv1d(mel, w.w1, w.b1, stride=1, history=state.mel_tail))))  # [De, T]
+    tap("enc.conv1.out", h1.T)
+    h2 = p.store(gelu(p.store(conv1d(h1, w.w2, w.b2, stride=CONV_STRIDE, history=state.conv1_tail))))  # [De, T/2]
+    out = np.ascontiguousarray(h2.T)  # [S, De]
+    tap("enc.conv.out", out)
+    mel_hist = np.concatenate([state.mel_tail, mel], axis=1)[:, -(CONV_KERNEL - 1):]
+    h1_hist = np.concatenate([state.conv1_tail, h1], axis=1)[:, -(CONV_KERNEL - CONV_STRIDE):]
+    return out, ConvState(mel_hist, h1_hist)
+
+
+def encoder_layer(x: np.ndarray, positions: np.ndarray, w: EncoderLayerWeights, cfg: EncoderConfig, p: Precision,
+                  past: KV | None = None, tap=no_tap, name: str = "enc.L00") -> tuple[np.ndarray, KV]:
+    """One pre-norm layer. [S, De] -> ([S, De], KV of past + these S keys).
+
+        h = x + Wo Attn(RoPE(Wq n + bq), RoPE(Wk n), Wv n + bv) + bo,   n = RMSNorm(x; attention_norm)
+        y = h + W2 (SiLU(W1 m) ⊙ W3 m) + b2,                            m = RMSNorm(h; ffn_norm)
+    """
+    s, de = x.shape
+    hh, dh = cfg.n_heads, cfg.head_dim
+    assert de == cfg.dim and positions.shape == (s,), (x.shape, positions.shape)
+    n = p.store(rms_norm(x, w.attn_norm, cfg.norm_eps))
+    tap(f"{name}.attn_norm", n)
+    cos, sin = rope_angles(positions, dh, cfg.rope_theta, p.angle_dtype)
+    cos, sin = p.store(cos.astype(x.dtype)), p.store(sin.astype(x.dtype))
+    q = apply_rope(p.store(linear(n, w.wq, w.bq)).reshape(s, hh, dh), cos, sin)
+    k = apply_rope(p.store(linear(n, w.wk)).reshape(s, hh, dh), cos, sin)
+    v = p.store(linear(n, w.wv, w.bv)).reshape(s, hh, dh)
+    tap(f"{name}.q", q)
+    tap(f"{name}.k", k)
+    tap(f"{name}.v", v)
+    kv = (past if past is not None else KV.empty(hh, dh, x.dtype)).extend(k, v, positions)
+    a = p.store(attention(q, kv.k, kv.v, window_mask(positions, kv.pos, cfg.sliding_window)))
+    attn_out = p.store(linear(a.reshape(s, hh * dh), w.wo, w.bo))
+    tap(f"{name}.attn.out", attn_out)
+    h = p.store(x + attn_out)
+    m = p.store(rms_norm(h, w.ffn_norm, cfg.norm_eps))
+    mlp_out = p.store(swiglu(m, w.w1, w.w3, w.w2, w.b2))
+    tap(f"{name}.mlp.out", mlp_out)
+    y = p.store(h + mlp_out)
+    tap(f"{name}.out", y)
+    return y, kv
+
+
+def encoder_norm(x: np.ndarray, w: NormWeights, cfg: EncoderConfig, p: Precision, tap=no_tap) -> np.ndarray:
+    """The final ``transformer.norm``. [S, De] -> [S, De]."""
+    y = p.store(rms_norm(x, w.weight, cfg.norm_eps))
+    tap("enc.out", y)
+    return y

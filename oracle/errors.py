@@ -1,0 +1,26 @@
+"""One error type for everything a user can cause.
+
+A bad file, bad audio, a bad candidate or a bad option is reported as one line that names the thing
+(a path, a tensor, a key) and the problem. The CLI prints ``str(err)`` and exits non-zero; it never
+shows a traceback for an ``OracleError``. Programming errors (failed shape asserts inside the math)
+stay ordinary exceptions: they are bugs, not user mistakes.
+"""
+
+from __future__ import annotations
+
+
+class OracleError(Exception):
+    """A user-caused failure. ``str(err)`` is a single line; ``exit_code`` is what the CLI returns."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, exit_code: int | None = None):
+        # Keep it to one line whatever the caller passed: multi-line messages break the CLI contract.
+        super().__init__(" ".join(str(message).split()))
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+def where(path, detail: str) -> str:
+    """Format ``path: detail``, the prefix every file-related message starts with."""
+    return f"{path}: {detail}"

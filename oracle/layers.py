@@ -1,0 +1,178 @@
+"""The building blocks, each a short pure function of arrays (picoGPT style).
+
+Shape legend:
+    N  query positions          S  key positions (cache + new)     D  model width
+    H  query heads              K  kv heads (H % K == 0)            Dh head dim
+    Cin/Cout conv channels      T  conv input frames               F  FFN width
+
+Every function computes in the dtype of its inputs (float64 or float32) and returns that dtype.
+Rounding to BF16 (the bf16 emulation) is not done here: callers apply ``Precision.store`` at the
+points where the reference materializes a BF16 tensor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import erf
+
+
+def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """y = x W^T (+ b). [.., in] x [out, in] -> [.., out]; PyTorch Linear layout kept from the checkpoint."""
+    assert x.shape[-1] == w.shape[1], (x.shape, w.shape)
+    y = x @ w.T
+    return y if b is None else y + b
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """Exact (erf) GELU: used after both convs, in the adapter and in the ADA MLP (never tanh)."""
+    return 0.5 * x * (1.0 + erf(x / np.sqrt(x.dtype.type(2.0))))
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """x · rsqrt(mean(x²) + eps) · w over the last axis. [.., D] -> [.., D].
+
+    No (1 + w) offset (spec §3.2). eps sits inside the square root, added to the mean, as in
+    HF ``VoxtralRealtimeRMSNorm`` and vLLM ``RMSNorm``.
+    """
+    assert x.shape[-1] == w.shape[-1], (x.shape, w.shape)
+    ms = np.mean(x * x, axis=-1, keepdims=True)
+    return x / np.sqrt(ms + x.dtype.type(eps)) * w
+
+
+def swiglu(x: np.ndarray, w1: np.ndarray, w3: np.ndarray, w2: np.ndarray, b2: np.ndarray | None = None) -> np.ndarray:
+    """W2 (SiLU(W1 x) ⊙ W3 x) (+ b2). [N, D] -> [N, D]; w1 is the gate, w3 the up projection.
+    The encoder's w2 carries a bias (its only MLP bias); the decoder's has none."""
+    return linear(silu(linear(x, w1)) * linear(x, w3), w2, b2)
+
+
+# -- rotary position embedding ------------------------------------------------------------------
+
+
+def rope_angles(positions: np.ndarray, head_dim: int, theta: float, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """cos, sin of pos · inv_freq_i, inv_freq_i = theta^(−2i/Dh), i < Dh/2.  [N] -> ([N, Dh/2], [N, Dh/2]).
+
+    Built in ``dtype``: float32 reproduces the references (HF/vLLM build inv_freq and the angles in
+    float32, spec §3.2, §9: the rounding grows with position); float64 is the exact rotation.
+    """
+    dtype = np.dtype(dtype)
+    exponent = np.arange(0, head_dim, 2, dtype=dtype) / dtype.type(head_dim)
+    inv_freq = dtype.type(1.0) / (dtype.type(theta) ** exponent)
+    angles = positions.astype(dtype)[:, None] * inv_freq[None, :]
+    return np.cos(angles), np.sin(angles)
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate interleaved pairs: (x[2i], x[2i+1]) by angle_i.  [N, h, Dh] -> [N, h, Dh].
+
+    The pairing is "GPT-J"/interleaved because Mistral-layout q/k rows are stored that way (spec
+    §1.4); HF's rotate-half pairs (i, i + Dh/2) on permuted weights and is the same rotation.
+    """
+    n, h, dh = x.shape
+    assert cos.shape == (n, dh // 2) and sin.shape == cos.shape, (x.shape, cos.shape)
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    c, s = cos[:, None, :].astype(x.dtype), sin[:, None, :].astype(x.dtype)
+    out = np.empty_like(x)
+    out[..., 0::2] = x0 * c - x1 * s
+    out[..., 1::2] = x0 * s + x1 * c
+    return out
+
+
+def rope_rotate_half(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """NeoX rotate-half RoPE: pairs (i, i + Dh/2). Correct only on HF-permuted weights; applied to
+    Mistral-layout weights it is a known porting mistake (spec §11.4), kept for the fault catalogue."""
+    n, h, dh = x.shape
+    half = dh // 2
+    c, s = cos[:, None, :].astype(x.dtype), sin[:, None, :].astype(x.dtype)
+    x0, x1 = x[..., :half], x[..., half:]
+    return np.concatenate([x0 * c - x1 * s, x0 * s + x1 * c], axis=-1)
+
+
+# -- attention ----------------------------------------------------------------------------------
+
+
+def window_mask(q_pos: np.ndarray, k_pos: np.ndarray, window: int) -> np.ndarray:
+    """Key j is visible to query i iff 0 ≤ pos_i − pos_j < window (the window counts the query itself).
+
+    [N], [S] -> bool [N, S]. Mirrors vLLM's flash-attn (window−1, 0) and HF's sliding-window mask.
+    """
+    d = q_pos[:, None] - k_pos[None, :]
+    return (d >= 0) & (d < window)
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Softmax(q k^T / sqrt(Dh) + mask) v with grouped kv heads.  [N,H,Dh],[S,K,Dh],[S,K,Dh],[N,S] -> [N,H,Dh].
+
+    Query head h reads kv head ⌊h / (H/K)⌋ (repeat-interleave, as HF ``repeat_kv``; tiling is a known
+    mistake). Every row must see at least its own key: a fully masked row is a caller bug, not NaN.
+    """
+    n, h, dh = q.shape
+    s, kh, _ = k.shape
+    assert v.shape == k.shape and h % kh == 0 and mask.shape == (n, s), (q.shape, k.shape, v.shape, mask.shape)
+    assert mask.any(axis=1).all(), "attention: a query sees no key"
+    g = h // kh
+    qg = q.reshape(n, kh, g, dh)  # head h = kv * g + r
+    scores = np.einsum("nkgd,skd->kgns", qg, k) / np.sqrt(q.dtype.type(dh))
+    scores = np.where(mask[None, None], scores, -np.inf)
+    scores = scores - scores.max(axis=-1, keepdims=True)
+    p = np.exp(scores)
+    p /= p.sum(axis=-1, keepdims=True)
+    out = np.einsum("kgns,skd->nkgd", p, v)
+    return out.reshape(n, h, dh)
+
+
+def attention_probs(q: np.ndarray, k: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The attention weights alone, [H, N, S] (for traces and pictures; same math as ``attention``)."""
+    n, h, dh = q.shape
+    s, kh, _ = k.shape
+    g = h // kh
+    scores = np.einsum("nkgd,skd->kgns", q.reshape(n, kh, g, dh), k) / np.sqrt(q.dtype.type(dh))
+    scores = np.where(mask[None, None], scores, -np.inf)
+    p = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return (p / p.sum(axis=-1, keepdims=True)).reshape(h, n, s)
+
+
+# -- convolution --------------------------------------------------------------------------------
+
+
+def conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, history: np.ndarray) -> np.ndarray:
+    """Causal 1-D convolution over time with explicit left context.  [Cin, T] -> [Cout, T_out].
+
+    ``history`` [Cin, k − stride] holds the frames before x: zeros at stream start (the causal left
+    pad), the carried tail of the previous chunk when streaming. Nothing is padded on the right
+    (HF ``VoxtralRealtimeCausalConv1d``; symmetric padding is a known mistake, spec §11.1).
+    T_out = (T + k − stride − k) // stride + 1 = T // stride for the stride 1 and 2 used here.
+    """
+    cout, cin, k = w.shape
+    assert x.shape[0] == cin and history.shape == (cin, k - stride), (x.shape, w.shape, history.shape)
+    xp = np.concatenate([history.astype(x.dtype), x], axis=1)
+    t_out = (xp.shape[1] - k) // stride + 1
+    # cols[t, c, j] = xp[c, t*stride + j]: im2col, then one matmul against w viewed as [Cout, Cin*k].
+    idx = np.arange(t_out)[:, None] * stride + np.arange(k)[None, :]
+    cols = xp[:, idx].transpose(1, 0, 2).reshape(t_out, cin * k)
+    return (cols @ w.reshape(cout, cin * k).T + b).T
+
+
+# -- time conditioning --------------------------------------------------------------------------
+
+
+def time_embedding(t: float, dim: int, dtype, theta: float = 10000.0) -> np.ndarray:
+    """Sinusoidal embedding of the delay t (in tokens): [cos(t f_j), sin(t f_j)], f_j = theta^(−j/(dim/2)).
+
+    -> [dim]. First half cos, second half sin (HF ``VoxtralRealtimeTimeEmbedding``). The references
+    build f_j in float32 and then cast to the model dtype (spec §5.3); ``dtype`` float64 is exact.
+    """
+    dtype = np.dtype(dtype)
+    half = dim // 2
+    inv_freq = np.exp(-np.log(dtype.type(theta)) * np.arange(half, dtype=dtype) / dtype.type(half))
+    emb = dtype.type(t) * inv_freq
+    return np.concatenate([np.cos(emb), np.sin(emb)])
+
+
+def ada_scale(t_cond: np.ndarray, down: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """1 + W_up GELU(W_down t_cond): the per-layer, position-independent scale applied after the pre-MLP
+    RMSNorm (spec §5.2). [D] -> [D]."""
+    return 1.0 + linear(gelu(linear(t_cond, down)), up)

@@ -1,0 +1,46 @@
+"""Taps: every intermediate of the forward pass, by name, without a second copy of the math.
+
+The forward functions call ``tap(name, array)`` at each named point; a ``Taps`` recorder keeps the
+arrays whose names match its patterns (fnmatch globs), the null tap keeps nothing. Names are
+hierarchical and in pipeline order, e.g.::
+
+    mel  enc.conv1.out  enc.conv.out  enc.L07.attn.out  enc.L07.out  enc.out
+    adapter.in  adapter.out  dec.in  dec.t_cond  dec.L12.ada_scale  dec.L12.out  dec.norm  logits
+
+The golden writer, the trace and the conformance tests all read the same taps.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+import numpy as np
+
+
+class Taps:
+    """Record arrays whose names match any of ``patterns`` (default: everything)."""
+
+    def __init__(self, *patterns: str):
+        self.patterns = patterns or ("*",)
+        self.values: dict[str, np.ndarray] = {}
+
+    def wants(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
+
+    def __call__(self, name: str, x: np.ndarray) -> None:
+        if self.wants(name):
+            # Streaming calls the same point many times (one step each); keep every step in order.
+            if name in self.values:
+                self.values[name] = np.concatenate([self.values[name], np.array(x, copy=True)], axis=0)
+            else:
+                self.values[name] = np.array(x, copy=True)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.values[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.values
+
+
+def no_tap(name: str, x: np.ndarray) -> None:
+    """The default tap: records nothing."""
