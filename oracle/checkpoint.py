@@ -77,8 +77,10 @@ def read_safetensors_header(path: Path) -> dict[str, TensorEntry]:
             if len(head) < 8:
                 raise OracleError(where(path, f"truncated: {size} bytes, too short for a safetensors header"))
             (n,) = struct.unpack("<Q", head)
-            if n > MAX_HEADER or 8 + n > size:
+            if 8 + n > size:
                 raise OracleError(where(path, f"header length {n} points past the end of the file ({size} bytes)"))
+            if n > MAX_HEADER:
+                raise OracleError(where(path, f"header length {n} exceeds the safetensors limit of {MAX_HEADER} bytes"))
             raw = f.read(n)
     except FileNotFoundError:
         raise OracleError(where(path, "file not found")) from None
@@ -108,6 +110,10 @@ def read_safetensors_header(path: Path) -> dict[str, TensorEntry]:
         if data_start + b1 > size:
             raise OracleError(where(path, f"truncated: tensor {name} ends at byte {data_start + b1} but the file has {size}"))
         entries[name] = TensorEntry(path, name, dtype, shape, data_start + b0, data_start + b1)
+    ranges = sorted((e.start, e.end, e.name) for e in entries.values() if e.end > e.start)
+    for (s0, e0, n0), (s1, _, n1) in zip(ranges, ranges[1:]):
+        if s1 < e0:
+            raise OracleError(where(path, f"tensors {n0} and {n1} overlap in the file (bytes {s1}..{e0})"))
     return entries
 
 
@@ -216,10 +222,13 @@ class Checkpoint:
     def decoder_norm(self, p: Precision):
         return self.group("dec_norm", None, p)
 
+    def embedding_table(self) -> np.ndarray:
+        """The [V, D] embedding as stored, memory-mapped (no rows read until indexed)."""
+        return read_tensor(self.entry("embedding", None, "table"))
+
     def embedding_rows(self, rows: slice | np.ndarray, p: Precision) -> np.ndarray:
         """Rows of the embedding table without materializing it (token lookup, chunked LM head)."""
-        table = read_tensor(self.entry("embedding", None, "table"))
-        return p.weight(table[rows])
+        return p.weight(self.embedding_table()[rows])
 
     @property
     def files(self) -> list[Path]:
@@ -277,9 +286,21 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         if name in known:
             continue
         if layout == "hf" and name in HF_TIED_COPIES:
+            _check_tied_copy(entry, index[names[("embedding", None, "table")]])
             continue
         raise OracleError(where(entry.file, f"unexpected tensor {name} (not part of this model's config)"))
     return Checkpoint(directory, layout, config, index, names)
+
+
+def _check_tied_copy(copy: TensorEntry, table: TensorEntry) -> None:
+    """An HF checkpoint may store lm_head.weight as a copy of the embedding; this model is tied, so a
+    copy that differs would be silently ignored: refuse it (shape, and a sample of rows)."""
+    if copy.shape != table.shape:
+        raise OracleError(where(copy.file, f"tensor {copy.name} has shape {list(copy.shape)}, but the head is tied to the embedding {list(table.shape)}"))
+    a, b = read_tensor(copy), read_tensor(table)
+    rows = np.unique(np.linspace(0, table.shape[0] - 1, num=min(64, table.shape[0])).astype(np.int64))
+    if not np.array_equal(np.asarray(a[rows], np.float64), np.asarray(b[rows], np.float64)):
+        raise OracleError(where(copy.file, f"tensor {copy.name} differs from the token embedding, but this model's head is tied"))
 
 
 def _canonical_hf_name(name: str) -> str:
