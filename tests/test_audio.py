@@ -1,0 +1,219 @@
+"""oracle.audio: decoding, channel averaging, resampling, user-error messages, and libsndfile's int16 rule."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from oracle.audio import is_int16_exact, load_audio, quantize_int16, resample, write_wav_int16
+from oracle.errors import OracleError
+
+
+def sine(freq, rate, seconds=1.0, amp=0.5):
+    return amp * np.sin(2 * np.pi * freq * np.arange(int(rate * seconds)) / rate)
+
+
+def peak_hz(x, rate):
+    # 1 s of signal -> 1 Hz bins; a Hann window keeps leakage from moving the peak.
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return np.argmax(spec) * rate / len(x)
+
+
+def soundfile_pcm16_round_trip(x):
+    """What MC ``Audio.to_base64("wav")`` does to an array: soundfile's default WAV subtype, PCM_16."""
+    buf = io.BytesIO()
+    sf.write(buf, x, 16000, format="WAV")
+    buf.seek(0)
+    y, _ = sf.read(buf, dtype="float64")
+    return y
+
+
+# --- decoding ----------------------------------------------------------------------------------
+
+
+def test_wav_int16_exact(tmp_path):
+    k = np.random.default_rng(1).integers(-32768, 32768, 4000).astype(np.int16)
+    p = tmp_path / "a.wav"
+    sf.write(p, k, 16000, subtype="PCM_16")
+    x = load_audio(p)
+    assert x.dtype == np.float64 and x.shape == (4000,)
+    assert np.array_equal(x, k / 32768.0)
+    assert is_int16_exact(x)
+
+
+def test_wav_float32_exact(tmp_path):
+    v = np.random.default_rng(2).uniform(-1.5, 1.5, 3000).astype(np.float32)  # floats are not clipped
+    p = tmp_path / "f.wav"
+    sf.write(p, v, 16000, subtype="FLOAT")
+    assert np.array_equal(load_audio(p), v.astype(np.float64))
+
+
+def test_flac_exact(tmp_path):
+    k = np.random.default_rng(3).integers(-32768, 32768, 5000).astype(np.int16)
+    p = tmp_path / "a.flac"
+    sf.write(p, k, 16000, format="FLAC", subtype="PCM_16")
+    assert np.array_equal(load_audio(p), k / 32768.0)
+
+
+def test_ogg_vorbis_lossy_but_faithful(tmp_path):
+    x = sine(440.0, 16000)
+    p = tmp_path / "a.ogg"
+    sf.write(p, x, 16000, format="OGG", subtype="VORBIS")
+    y = load_audio(p)
+    assert y.shape == x.shape
+    assert peak_hz(y, 16000) == 440.0
+    assert np.corrcoef(x, y)[0, 1] > 0.99
+
+
+def test_16k_passes_through_untouched(tmp_path):
+    x = np.random.default_rng(4).uniform(-1, 1, 1601).astype(np.float32)
+    p = tmp_path / "f.wav"
+    sf.write(p, x, 16000, subtype="FLOAT")
+    assert np.array_equal(load_audio(p), x.astype(np.float64))
+
+
+@pytest.mark.parametrize("rate", [8000, 44100, 22050, 48000])
+def test_resampled_length_and_frequency(tmp_path, rate):
+    x = sine(440.0, rate)  # 1 s
+    p = tmp_path / f"s{rate}.wav"
+    sf.write(p, x, rate, subtype="FLOAT")
+    y = load_audio(p)
+    assert y.shape == (16000,)
+    assert peak_hz(y, 16000) == 440.0
+    # amplitude kept away from the ends (the FIR's edge transients live within ~10 ms of them)
+    mid = y[1600:-1600]
+    assert np.abs(mid).max() == pytest.approx(0.5, abs=5e-3)
+    np.testing.assert_allclose(mid, sine(440.0, 16000)[1600:-1600], rtol=0, atol=5e-3)
+
+
+def test_resample_reduced_ratio_length():
+    x = np.zeros(12345)
+    assert resample(x, 44100, 16000).shape == (-(-12345 * 160 // 441),)  # ceil(L * 160 / 441)
+    assert resample(x, 16000, 16000) is x
+
+
+def test_stereo_averaged(tmp_path):
+    rng = np.random.default_rng(5)
+    lr = rng.uniform(-1, 1, (2000, 2)).astype(np.float32)
+    p = tmp_path / "st.wav"
+    sf.write(p, lr, 16000, subtype="FLOAT")
+    assert np.array_equal(load_audio(p), lr.astype(np.float64).mean(axis=1))
+
+
+# --- user errors: one line, starting with the path --------------------------------------------
+
+
+def assert_one_line(err, prefix):
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(prefix), msg
+
+
+def test_missing_file(tmp_path):
+    p = tmp_path / "nope.wav"
+    with pytest.raises(OracleError) as err:
+        load_audio(p)
+    assert str(err.value) == f"{p}: no such file"
+
+
+def test_directory(tmp_path):
+    with pytest.raises(OracleError) as err:
+        load_audio(tmp_path)
+    assert str(err.value) == f"{tmp_path}: not a regular file"
+
+
+def test_text_file_named_wav(tmp_path):
+    p = tmp_path / "notes.wav"
+    p.write_text("this is not audio\nsecond line\n")
+    with pytest.raises(OracleError) as err:
+        load_audio(p)
+    assert_one_line(err, f"{p}: not a readable audio file (")
+
+
+def test_empty_wav(tmp_path):
+    p = tmp_path / "empty.wav"
+    sf.write(p, np.zeros(0, dtype=np.int16), 16000, subtype="PCM_16")
+    with pytest.raises(OracleError) as err:
+        load_audio(p)
+    assert str(err.value) == f"{p}: empty audio (zero samples)"
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Inf"])
+def test_non_finite_float_wav(tmp_path, bad):
+    x = np.zeros(100, dtype=np.float32)
+    x[3] = np.nan if bad == "NaN" else -np.inf
+    x[7] = np.inf  # the NaN case also has an Inf later: NaN is reported first
+    p = tmp_path / f"{bad}.wav"
+    sf.write(p, x, 16000, subtype="FLOAT")
+    with pytest.raises(OracleError) as err:
+        load_audio(p)
+    assert str(err.value) == f"{p}: contains {bad} samples (first at sample 3)"
+
+
+def test_bad_sampling_rate(tmp_path):
+    with pytest.raises(OracleError) as err:
+        load_audio(tmp_path / "x.wav", sampling_rate=0)
+    assert_one_line(err, f"{tmp_path / 'x.wav'}: sampling rate must be a positive integer")
+
+
+# --- int16 quantization ------------------------------------------------------------------------
+
+
+def _quantization_probe():
+    rng = np.random.default_rng(6)
+    steps = np.arange(-40, 40, dtype=np.float64)
+    return np.concatenate(
+        [
+            rng.uniform(-2.0, 2.0, 20000),  # a quarter out of range: clipping
+            rng.standard_normal(20000),
+            1e-5 * rng.standard_normal(5000),  # tiny: a handful of LSBs either side of 0
+            (steps + 0.5) / 32768.0,  # exact half steps: round(x*32768) and libsndfile disagree
+            steps / 32768.0 - 2.0**-17,  # just below a step
+            steps / 32768.0 + 1e-12,
+            (steps + 0.5) / 2.0**31,  # rint ties at the int32 scale
+            [1.0, -1.0, 32767.5 / 32768, -32768.5 / 32768, 1e30, -1e30, 2.0**-31, -(2.0**-31), 0.0, -0.0],
+        ]
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_quantize_int16_equals_soundfile_round_trip(dtype):
+    x = _quantization_probe().astype(dtype)
+    q = quantize_int16(x)
+    assert q.dtype == np.float64
+    assert np.array_equal(q, soundfile_pcm16_round_trip(x))
+    # and it is not the naive rule
+    naive = np.clip(np.round(x.astype(np.float64) * 32768.0), -32768, 32767) / 32768.0
+    assert (naive != q).sum() > 1000
+
+
+def test_is_int16_exact():
+    k = np.arange(-32768, 32768, 7) / 32768.0
+    assert is_int16_exact(k) and is_int16_exact(k.astype(np.float32))
+    assert not is_int16_exact(np.array([1.0]))  # +1.0 clips to 32767/32768
+    assert not is_int16_exact(np.array([0.5 / 32768]))
+    assert not is_int16_exact(np.array([np.nan]))
+    assert is_int16_exact(quantize_int16(_quantization_probe()))
+
+
+def test_write_wav_int16_round_trip(tmp_path):
+    x = _quantization_probe()
+    p = tmp_path / "q.wav"
+    write_wav_int16(p, x)
+    info = sf.info(p)
+    assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+    assert np.array_equal(load_audio(p), quantize_int16(x))
+    # byte for byte what soundfile's own float -> PCM_16 write produces
+    q = tmp_path / "sf.wav"
+    sf.write(q, x, 16000, format="WAV", subtype="PCM_16")
+    assert p.read_bytes() == q.read_bytes()
+
+
+def test_write_wav_int16_bad_path(tmp_path):
+    p = tmp_path / "no_such_dir" / "x.wav"
+    with pytest.raises(OracleError) as err:
+        write_wav_int16(p, np.zeros(10))
+    assert_one_line(err, f"{p}: cannot write WAV (")
