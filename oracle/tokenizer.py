@@ -1,0 +1,673 @@
+"""Tekken tokenizer: load tekken.json, decode ids to text (whole or streaming), write synthetic files.
+
+What is computed
+----------------
+Ids ``0 ≤ id < num_special_tokens`` (1000) are special tokens; id ``num_special_tokens + r`` is the
+byte string ``vocab[r].token_bytes`` (base64). Only the first ``default_vocab_size − num_special``
+vocab entries are used (the "used-vocab cut-off"); later entries do not exist as ids.
+
+    decode(ids) = concat over maximal runs R of normal ids of
+                  utf8_decode_replace(b"".join(bytes(id) for id in R))
+
+Special ids are dropped (policy IGNORE). Runs are decoded separately, so a multi-byte character cut
+by a special id decodes to U+FFFD on both sides. ``IncrementalDecoder`` emits the same text piece by
+piece, holding back an incomplete UTF-8 tail until it is completed, broken, or flushed.
+
+Mirrors mistral-common 1.13.1 ``tokens/tokenizers/tekken.py``: ``Tekkenizer.from_file`` (special
+token list, deprecated v3 list), ``_reload_mergeable_ranks`` (cut-off, rank and byte checks),
+``Tekkenizer._decode_all`` / ``decode`` (IGNORE); ``audio.py`` ``AudioConfig`` (streaming fields and
+derived token counts). tiktoken's ``decode`` is ``bytes.decode("utf-8", errors="replace")`` of the
+concatenated token bytes; that is written out here.
+
+Deliberately different from mistral-common (both are loud errors where MC is silent or obscure):
+ids ≥ vocab_size raise ``OracleError`` (MC: tiktoken ``KeyError``); negative ids raise
+``OracleError`` (MC silently drops them, since they are ``< num_special``). Text *encoding* (regex
+pre-split + BPE) is not implemented: transcription prompts contain only special tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import operator
+import re
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from oracle.errors import OracleError, where
+
+# Ranks 0–34 of the standard Mistral special-token list (spec §7.3). Ranks 35.. are "<SPECIAL_i>".
+STANDARD_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+    "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]",
+    "[PREFIX]", "[MIDDLE]", "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]",
+    "[BBOX]", "[/BBOX]", "[STEP]", "[/STEP]", "[AUDIO]", "[BEGIN_AUDIO]", "[OUTPUT_AUDIO]", "[REF]",
+    "[/REF]", "[REASONING]", "[VERIFICATION]", "[SCORE]", "[STREAMING_PAD]", "[STREAMING_WORD]",
+    "[REPEAT_AUDIO_TEXT]",
+)
+# MC Tekkenizer.DEPRECATED_SPECIAL_TOKENS: used for files (≤ v7) without a "special_tokens" list.
+DEPRECATED_SPECIAL_TOKENS: tuple[str, ...] = STANDARD_SPECIAL_TOKENS[:20]
+SPECIAL_TOKEN_TEMPLATE = "<SPECIAL_{id}>"
+
+# The pre-split regex of every Tekken file (tiktoken pat_str; needs \p{..}, so stdlib re cannot run it).
+TEKKEN_PATTERN = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
+    r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+NUM_SPECIAL_TOKENS = 1000
+# MC audio.py OFFLINE_STREAMING_BUFFER_TOKENS: right-pad allowance for the longest word (10 × 80 ms).
+OFFLINE_STREAMING_BUFFER_TOKENS = 10
+_VOCAB_ENTRY_KEYS = frozenset({"rank", "token_bytes", "token_str"})  # MC asserts exactly these
+_AUDIO_KEYS = frozenset({
+    "sampling_rate", "frame_rate", "audio_encoding_config", "chunk_length_s", "transcription_format",
+    "transcription_delay_ms", "streaming_look_ahead_ms", "streaming_look_back_ms",
+    "streaming_n_left_pad_tokens", "voice_num_audio_tokens",
+})  # the fields of MC AudioConfig; anything else makes MC's AudioConfig(**audio) fail
+
+
+# ----------------------------------------------------------------------------------------------
+# Audio section
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StreamingAudioConfig:
+    """The tekken.json ``"audio"`` section of a streaming (realtime) model; defaults are spec §6.2.
+
+    ``num_mel_bins``, ``hop_length`` and ``window_size`` live under ``audio_encoding_config`` in
+    the file (MC ``AudioSpectrogramConfig``); they are flattened here.
+    """
+
+    sampling_rate: int = 16000
+    frame_rate: float = 12.5  # decoder tokens per second
+    num_mel_bins: int = 128
+    hop_length: int = 160
+    window_size: int = 400
+    transcription_delay_ms: float = 480.0
+    streaming_look_ahead_ms: float = 2.5
+    streaming_look_back_ms: float = 52.5
+    streaming_n_left_pad_tokens: int = 32
+    transcription_format: str = "streaming"
+
+    @property
+    def samples_per_token(self) -> int:
+        """Audio samples per decoder token: ``sampling_rate // frame_rate`` (MC raw_audio_length_per_tok)."""
+        return int(self.sampling_rate // self.frame_rate)
+
+    @property
+    def frames_per_token(self) -> int:
+        """Mel frames per decoder token: ``samples_per_token / hop_length`` (MC audio_length_per_tok)."""
+        return int(self.samples_per_token / self.hop_length)
+
+    @property
+    def num_delay_tokens(self) -> int:
+        """Tokens the text lags the audio by; MC ``get_num_delay_tokens`` (480 ms → 6).
+
+        MC counts the delay's samples in hop frames (rounding a partial hop as ``ceil(n/hop − 1)``)
+        and then in tokens (ceil); kept verbatim so odd delays agree with MC too.
+        """
+        delay_samples = int(self.transcription_delay_ms / 1000.0 * self.sampling_rate)
+        if delay_samples % self.hop_length != 0:
+            frames = math.ceil(delay_samples / self.hop_length - 1)
+        else:
+            frames = delay_samples // self.hop_length
+        return math.ceil(frames / self.frames_per_token)
+
+    @property
+    def num_right_pad_tokens(self) -> int:
+        """Offline right pad in tokens: delay + BOS + the 10-token word buffer (MC n_right_pad_tokens; 17)."""
+        return self.num_delay_tokens + 1 + OFFLINE_STREAMING_BUFFER_TOKENS
+
+
+def _number(path, label: str, value, kind: type):
+    """``value`` as ``kind`` (int or float); bools and strings are rejected, ints accepted as floats."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or (kind is int and not isinstance(value, int)):
+        raise OracleError(where(path, f"{label}: expected {kind.__name__}, got {value!r}"))
+    return kind(value)
+
+
+def _positive(path, label: str, value, kind: type):
+    number = _number(path, label, value, kind)
+    if number <= 0:
+        raise OracleError(where(path, f"{label}: must be > 0, got {value!r}"))
+    return number
+
+
+def _require(path, obj: dict, key: str, label: str):
+    if key not in obj:
+        raise OracleError(where(path, f"{label}: missing"))
+    return obj[key]
+
+
+def parse_audio(path, audio) -> StreamingAudioConfig:
+    """Parse and check a tekken.json ``"audio"`` object; the checks are MC ``AudioConfig.__post_init__``'s."""
+    if not isinstance(audio, dict):
+        raise OracleError(where(path, f"audio: expected an object, got {type(audio).__name__}"))
+    unknown = sorted(set(audio) - _AUDIO_KEYS)
+    if unknown:
+        raise OracleError(where(path, f"audio.{unknown[0]}: unknown key"))
+    fmt = audio.get("transcription_format", "instruct")  # MC's default is INSTRUCT
+    if fmt != "streaming":
+        raise OracleError(where(
+            path, f"audio.transcription_format: {fmt!r} is not 'streaming'; only the realtime model is supported"))
+    if audio.get("chunk_length_s") is not None:
+        raise OracleError(where(path, "audio.chunk_length_s: must be null for a streaming model"))
+    enc = _require(path, audio, "audio_encoding_config", "audio.audio_encoding_config")
+    if not isinstance(enc, dict):
+        raise OracleError(where(path, "audio.audio_encoding_config: expected an object"))
+
+    def get(obj: dict, key: str, prefix: str, kind: type):
+        label = f"{prefix}.{key}"
+        return _positive(path, label, _require(path, obj, key, label), kind)
+
+    cfg = StreamingAudioConfig(
+        sampling_rate=get(audio, "sampling_rate", "audio", int),
+        frame_rate=get(audio, "frame_rate", "audio", float),
+        num_mel_bins=get(enc, "num_mel_bins", "audio.audio_encoding_config", int),
+        hop_length=get(enc, "hop_length", "audio.audio_encoding_config", int),
+        window_size=get(enc, "window_size", "audio.audio_encoding_config", int),
+        transcription_delay_ms=get(audio, "transcription_delay_ms", "audio", float),
+        streaming_look_ahead_ms=_number(path, "audio.streaming_look_ahead_ms", _require(
+            path, audio, "streaming_look_ahead_ms", "audio.streaming_look_ahead_ms"), float),
+        streaming_look_back_ms=_number(path, "audio.streaming_look_back_ms", _require(
+            path, audio, "streaming_look_back_ms", "audio.streaming_look_back_ms"), float),
+        streaming_n_left_pad_tokens=_number(path, "audio.streaming_n_left_pad_tokens", _require(
+            path, audio, "streaming_n_left_pad_tokens", "audio.streaming_n_left_pad_tokens"), int),
+        transcription_format=fmt,
+    )
+    if cfg.sampling_rate < cfg.frame_rate or cfg.frames_per_token <= 0:
+        raise OracleError(where(path, "audio.frame_rate: a token must span at least one hop of samples"))
+    # MC asserts delay % (1000 / frame_rate) == 0: the delay is a whole number of tokens.
+    if cfg.transcription_delay_ms % (1000.0 / cfg.frame_rate) != 0:
+        raise OracleError(where(path, f"audio.transcription_delay_ms: {cfg.transcription_delay_ms} is not a "
+                                      f"multiple of the {1000.0 / cfg.frame_rate} ms token duration"))
+    return cfg
+
+
+def audio_to_json(cfg: StreamingAudioConfig) -> dict:
+    """The tekken.json ``"audio"`` object for ``cfg`` (inverse of ``parse_audio``)."""
+    def num(x):
+        # 480.0 is written as 480, like the real file; 12.5 stays 12.5.
+        return int(x) if float(x).is_integer() else float(x)
+
+    return {
+        "sampling_rate": cfg.sampling_rate,
+        "frame_rate": num(cfg.frame_rate),
+        "audio_encoding_config": {
+            "num_mel_bins": cfg.num_mel_bins, "hop_length": cfg.hop_length, "window_size": cfg.window_size,
+        },
+        "transcription_delay_ms": num(cfg.transcription_delay_ms),
+        "streaming_look_ahead_ms": num(cfg.streaming_look_ahead_ms),
+        "streaming_look_back_ms": num(cfg.streaming_look_back_ms),
+        "streaming_n_left_pad_tokens": cfg.streaming_n_left_pad_tokens,
+        "transcription_format": cfg.transcription_format,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Tekken:
+    """A loaded tekken.json. Id layout: ``[0, num_special)`` special, ``[num_special, vocab_size)`` bytes."""
+
+    path: str
+    version: str                  # config.version, e.g. "v3", "v7"
+    pattern: str = field(repr=False)  # config.pattern (kept for reference; encoding is not implemented)
+    vocab_size: int               # config.default_vocab_size: number of valid ids
+    num_special_tokens: int       # config.default_num_special_tokens (1000)
+    special_tokens: tuple[str, ...] = field(repr=False)  # [num_special] name of special id i
+    token_bytes: tuple[bytes, ...] = field(repr=False)   # [vocab_size − num_special] bytes of rank r
+    bos_id: int
+    eos_id: int
+    streaming_pad_id: int | None  # None when the file does not name it (v3 files)
+    streaming_word_id: int | None
+    audio: StreamingAudioConfig | None
+
+    @classmethod
+    def from_file(cls, path) -> "Tekken":
+        return load_tekken(path)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids``, exactly MC ``Tekkenizer.decode(ids)`` (IGNORE policy); see the module doc."""
+        return "".join(_utf8(run) for run in self._byte_runs(ids))
+
+    def _byte_runs(self, ids: Iterable[int]) -> list[bytes]:
+        # Maximal runs of normal ids, each as its concatenated bytes (MC groupby on id < num_special).
+        runs: list[list[bytes]] = [[]]
+        for token_id in ids:
+            token_id = self.check_id(token_id)
+            if token_id < self.num_special_tokens:
+                runs.append([])  # a special id ends the run (empty runs decode to "")
+            else:
+                runs[-1].append(self.token_bytes[token_id - self.num_special_tokens])
+        return [b"".join(run) for run in runs]
+
+    def check_id(self, token_id) -> int:
+        """``token_id`` as an int, or ``OracleError`` if it is not a valid id of this vocabulary."""
+        token_id = operator.index(token_id)  # numpy ints pass; floats are a TypeError (a bug, not user input)
+        if not 0 <= token_id < self.vocab_size:
+            raise OracleError(where(self.path, f"token id {token_id} is outside the vocabulary [0, {self.vocab_size})"))
+        return token_id
+
+    def is_special(self, token_id) -> bool:
+        return self.check_id(token_id) < self.num_special_tokens
+
+    def id_bytes(self, token_id) -> bytes:
+        """Bytes of a normal id; ``b""`` for a special id (MC ``id_to_byte_piece``, IGNORE)."""
+        token_id = self.check_id(token_id)
+        if token_id < self.num_special_tokens:
+            return b""
+        return self.token_bytes[token_id - self.num_special_tokens]
+
+    def token_text(self, token_id) -> str:
+        """Readable form for reports: ``[STREAMING_PAD]``, `` spoke``, ``'\\n'``, ``b'\\xe2\\x82'``."""
+        token_id = self.check_id(token_id)
+        if token_id < self.num_special_tokens:
+            return self.special_tokens[token_id]
+        raw = self.token_bytes[token_id - self.num_special_tokens]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return repr(raw)  # a partial character: show the bytes
+        return text if text.isprintable() else repr(text)
+
+    def special_id(self, name: str) -> int:
+        """Id of the special token called ``name`` (e.g. ``"[STREAMING_PAD]"``)."""
+        try:
+            return self.special_tokens.index(name)
+        except ValueError:
+            raise OracleError(where(self.path, f"special_tokens: no token named {name!r}")) from None
+
+
+def _read_json(path) -> dict:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise OracleError(where(path, f"cannot read: {err.strerror or err}")) from None
+    except UnicodeDecodeError:
+        raise OracleError(where(path, "not JSON: the file is not UTF-8")) from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise OracleError(where(path, f"not JSON: {err.msg} at line {err.lineno} column {err.colno}")) from None
+    if not isinstance(doc, dict):
+        raise OracleError(where(path, f"not a tekken file: top level is {type(doc).__name__}, expected an object"))
+    return doc
+
+
+def _version_number(path, version) -> int:
+    match = re.fullmatch(r"v(\d+)", version) if isinstance(version, str) else None
+    if match is None:
+        raise OracleError(where(path, f"config.version: expected a string like 'v7', got {version!r}"))
+    return int(match.group(1))
+
+
+def _parse_vocab(path, vocab, n_used: int) -> tuple[bytes, ...]:
+    """The bytes of the first ``n_used`` entries; MC ``_reload_mergeable_ranks`` checks, on those only."""
+    if not isinstance(vocab, list):
+        raise OracleError(where(path, "vocab: expected a list"))
+    if len(vocab) < n_used:
+        raise OracleError(where(path, f"vocab: has {len(vocab)} entries, config needs {n_used} "
+                                      "(default_vocab_size − default_num_special_tokens)"))
+    out: list[bytes] = []
+    for rank, entry in enumerate(vocab[:n_used]):
+        label = f"vocab[{rank}]"
+        if not isinstance(entry, dict) or set(entry) != _VOCAB_ENTRY_KEYS:
+            keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+            raise OracleError(where(path, f"{label}: expected keys rank, token_bytes, token_str, got {keys}"))
+        if entry["rank"] != rank or isinstance(entry["rank"], bool):
+            raise OracleError(where(path, f"{label}.rank: must equal its index {rank}, got {entry['rank']!r}"))
+        try:
+            raw = base64.b64decode(entry["token_bytes"], validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise OracleError(where(path, f"{label}.token_bytes: not base64: {entry['token_bytes']!r}")) from None
+        if rank < 256 and raw != bytes([rank]):
+            raise OracleError(where(path, f"{label}.token_bytes: ranks 0–255 must be the single byte "
+                                          f"{bytes([rank])!r}, got {raw!r}"))
+        if rank >= 256 and not raw:
+            raise OracleError(where(path, f"{label}.token_bytes: empty"))
+        out.append(raw)
+    if len(set(out)) != len(out):
+        seen: dict[bytes, int] = {}
+        for rank, raw in enumerate(out):
+            if raw in seen:
+                raise OracleError(where(path, f"vocab[{rank}].token_bytes: duplicates vocab[{seen[raw]}] ({raw!r})"))
+            seen[raw] = rank
+    return tuple(out)
+
+
+def _parse_special_tokens(path, doc: dict, version: int, num_special: int) -> tuple[str, ...]:
+    """Names of all ``num_special`` special ids; missing ones become ``<SPECIAL_i>`` as in MC."""
+    listed = doc.get("special_tokens")
+    if listed is None:
+        # MC: files up to v7 may omit the list and get the deprecated 20-name list; later ones may not.
+        if version > 7:
+            raise OracleError(where(path, "special_tokens: missing (required for versions after v7)"))
+        names = list(DEPRECATED_SPECIAL_TOKENS)
+    else:
+        if not isinstance(listed, list):
+            raise OracleError(where(path, "special_tokens: expected a list"))
+        names = []
+        for i, entry in enumerate(listed):
+            label = f"special_tokens[{i}]"
+            if not isinstance(entry, dict):
+                raise OracleError(where(path, f"{label}: expected an object"))
+            rank = _require(path, entry, "rank", f"{label}.rank")
+            # MC indexes the list by position but looks names up by "rank": they must agree.
+            if rank != i or isinstance(rank, bool):
+                raise OracleError(where(path, f"{label}.rank: must equal its index {i}, got {rank!r}"))
+            name = _require(path, entry, "token_str", f"{label}.token_str")
+            if not isinstance(name, str):
+                raise OracleError(where(path, f"{label}.token_str: expected a string, got {name!r}"))
+            names.append(name)
+    if len(names) > num_special:
+        raise OracleError(where(path, f"special_tokens: {len(names)} entries but "
+                                      f"config.default_num_special_tokens is {num_special}"))
+    names += [SPECIAL_TOKEN_TEMPLATE.format(id=i) for i in range(len(names), num_special)]
+    duplicates = [name for name, n in Counter(names).items() if n > 1]
+    if duplicates:
+        raise OracleError(where(path, f"special_tokens: {duplicates[0]!r} appears more than once"))
+    return tuple(names)
+
+
+def load_tekken(path) -> Tekken:
+    """Load and check a tekken.json (MC ``Tekkenizer.from_file``); every failure is one ``OracleError`` line."""
+    path = str(path)
+    doc = _read_json(path)
+    config = _require(path, doc, "config", "config")
+    if not isinstance(config, dict):
+        raise OracleError(where(path, "config: expected an object"))
+    pattern = _require(path, config, "pattern", "config.pattern")
+    if not isinstance(pattern, str):
+        raise OracleError(where(path, "config.pattern: expected a string"))
+    version_str = _require(path, config, "version", "config.version")
+    version = _version_number(path, version_str)
+    vocab_size = _positive(path, "config.default_vocab_size", _require(
+        path, config, "default_vocab_size", "config.default_vocab_size"), int)
+    num_special = _positive(path, "config.default_num_special_tokens", _require(
+        path, config, "default_num_special_tokens", "config.default_num_special_tokens"), int)
+    if vocab_size < num_special + 256:
+        raise OracleError(where(path, f"config.default_vocab_size: {vocab_size} leaves room for fewer than the "
+                                      f"256 byte tokens after {num_special} special tokens"))
+    special = _parse_special_tokens(path, doc, version, num_special)
+    token_bytes = _parse_vocab(path, _require(path, doc, "vocab", "vocab"), vocab_size - num_special)
+    audio = parse_audio(path, doc["audio"]) if doc.get("audio") else None  # MC: falsy section = absent
+
+    def named(name: str, required: bool) -> int | None:
+        if name in special:
+            return special.index(name)
+        if required:
+            raise OracleError(where(path, f"special_tokens: no token named {name!r}"))
+        return None
+
+    return Tekken(
+        path=path, version=version_str, pattern=pattern, vocab_size=vocab_size, num_special_tokens=num_special,
+        special_tokens=special, token_bytes=token_bytes,
+        bos_id=named("<s>", True), eos_id=named("</s>", True),
+        streaming_pad_id=named("[STREAMING_PAD]", False), streaming_word_id=named("[STREAMING_WORD]", False),
+        audio=audio,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding
+# ----------------------------------------------------------------------------------------------
+
+def _utf8(raw: bytes) -> str:
+    # tiktoken Encoding.decode: one UTF-8 decode of the run with errors="replace" (one U+FFFD per
+    # maximal ill-formed subpart, Python's rule).
+    return raw.decode("utf-8", errors="replace")
+
+
+def _continuation_range(lead: int) -> tuple[int, int]:
+    """Allowed range of the byte after ``lead`` (Unicode Table 3-7): excludes overlongs and surrogates."""
+    return {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F), 0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}.get(lead, (0x80, 0xBF))
+
+
+def _sequence_length(lead: int) -> int:
+    """Length of the well-formed UTF-8 sequence ``lead`` starts; 0 if it cannot start one of length ≥ 2."""
+    if 0xC2 <= lead <= 0xDF:
+        return 2
+    if 0xE0 <= lead <= 0xEF:
+        return 3
+    if 0xF0 <= lead <= 0xF4:
+        return 4
+    return 0
+
+
+def incomplete_utf8_tail(raw: bytes) -> int:
+    """Length (0–3) of the suffix of ``raw`` that is a proper prefix of a well-formed UTF-8 character.
+
+    Holding exactly this suffix back is safe: everything before it starts at a lead byte boundary,
+    and a lead byte can never continue an earlier sequence, so the decoding of the prefix cannot
+    depend on bytes that arrive later.
+    """
+    for n in range(1, min(3, len(raw)) + 1):
+        lead = raw[-n]
+        if 0x80 <= lead <= 0xBF:
+            continue  # a continuation byte: the sequence starts further back
+        if _sequence_length(lead) <= n:
+            return 0
+        if n >= 2:
+            lo, hi = _continuation_range(lead)
+            if not lo <= raw[-n + 1] <= hi:
+                return 0
+        return n
+    return 0
+
+
+@dataclass(frozen=True)
+class IncrementalDecoder:
+    """Streaming ``Tekken.decode``: ``push`` one id at a time, ``flush`` at the end; values, not mutation.
+
+    ``pending`` holds the incomplete UTF-8 tail of the current run of normal ids. The concatenation
+    of all emitted strings equals ``tekken.decode(all ids)`` exactly: a special id or ``flush``
+    ends the run and decodes a truncated tail to U+FFFD, as a whole-sequence decode does.
+    """
+
+    tekken: Tekken = field(repr=False)
+    pending: bytes = b""
+
+    def push(self, token_id) -> tuple["IncrementalDecoder", str]:
+        """``(next_state, text)`` after one more id."""
+        if self.tekken.is_special(token_id):
+            return self.flush()
+        buffered = self.pending + self.tekken.id_bytes(token_id)
+        keep = incomplete_utf8_tail(buffered)
+        cut = len(buffered) - keep
+        return replace(self, pending=buffered[cut:]), _utf8(buffered[:cut])
+
+    def flush(self) -> tuple["IncrementalDecoder", str]:
+        """``(empty_state, text)``: end of the run; an incomplete tail becomes U+FFFD."""
+        return replace(self, pending=b""), _utf8(self.pending)
+
+
+def decode_incrementally(tekken: Tekken, ids: Iterable[int]) -> list[str]:
+    """The pieces an ``IncrementalDecoder`` emits for ``ids`` (one per id, plus the final flush)."""
+    state = IncrementalDecoder(tekken)
+    pieces = []
+    for token_id in ids:
+        state, text = state.push(token_id)
+        pieces.append(text)
+    state, text = state.flush()
+    pieces.append(text)
+    return pieces
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing synthetic tekken files
+# ----------------------------------------------------------------------------------------------
+
+DEFAULT_MERGES_TEXT = """\
+The old lighthouse keeper wrote in his journal every evening, just after the lamp was lit. He wrote
+about the weather, the ships that passed, and the birds that rested on the rocks below the tower.
+On calm nights the sea was so quiet that he could hear the engines of the fishing boats long before
+he could see their lights. On stormy nights the wind spoke louder than any voice, and the waves
+struck the walls with a sound like distant thunder. He liked to say that the sea never repeated
+itself, although the tides came and went at the times printed in the almanac. In the spring of
+1968 a young woman from the city came to record the sounds of the coast. She carried a heavy tape
+machine, two microphones and a notebook full of questions. Where do the gulls sleep? Why does the
+foghorn sound lower in winter? How far away can a bell be heard across the water? The keeper
+answered what he could and admitted what he did not know. Together they listened to the morning
+chorus, the rain on the glass, the creak of the iron stairs and the long silence between two
+waves. When she left, she promised to send him a copy of every recording. The parcel arrived in
+the autumn, wrapped in brown paper and tied with string. For the rest of his life he played the
+tapes on Sunday afternoons, and he said that listening to them was like hearing the house remember
+its own voice. People who visit the lighthouse today can still hear those recordings in the small
+museum beside the harbour, where a speaker plays them quietly while the real sea answers outside.
+"""
+
+# A stdlib-re stand-in for TEKKEN_PATTERN (no \\p{..} in re): words keep one leading non-letter
+# (usually the space), digits stand alone, punctuation runs keep an optional leading space. It only
+# decides which merges are learned; any merges make a valid Tekken file.
+_PRESPLIT = re.compile(r"[^\r\n\w]?[^\W\d_]+|\d| ?[^\s\w]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+|_")
+
+
+def learn_merges(text: str, n_merges: int) -> list[bytes]:
+    """Up to ``n_merges`` new tokens from greedy byte-pair merging of ``text`` (deterministic).
+
+    Each step merges the most frequent adjacent pair inside pre-split words (ties: smallest bytes
+    of the pair, then of its parts) whose concatenation is not yet a token. Stops early when the
+    words are fully merged.
+    """
+    words = Counter(tuple(bytes([b]) for b in piece.encode("utf-8")) for piece in _PRESPLIT.findall(text))
+    known = {bytes([b]) for b in range(256)}
+    merges: list[bytes] = []
+    while len(merges) < n_merges:
+        pairs: Counter = Counter()
+        for word, count in words.items():
+            for a, b in zip(word, word[1:]):
+                if a + b not in known:
+                    pairs[(a, b)] += count
+        if not pairs:
+            break
+        best = min(pairs, key=lambda ab: (-pairs[ab], ab[0] + ab[1], ab))
+        merges.append(best[0] + best[1])
+        known.add(best[0] + best[1])
+        words = Counter({_merge_pair(w, best): c for w, c in words.items()})
+    return merges
+
+
+def _merge_pair(word: tuple[bytes, ...], pair: tuple[bytes, bytes]) -> tuple[bytes, ...]:
+    out: list[bytes] = []
+    i = 0
+    while i < len(word):
+        if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+            out.append(word[i] + word[i + 1])
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return tuple(out)
+
+
+def _random_merges(base: list[bytes], n: int, seed: int) -> list[bytes]:
+    """``n`` extra tokens, each two random ``base`` tokens joined (still a merge of two existing tokens).
+
+    Drawing both halves from the base (bytes + text merges) keeps tokens short and the draw fast;
+    it caps the fill at a fraction of ``len(base)²`` distinct pairs.
+    """
+    if n > len(base) ** 2 // 4:
+        raise OracleError(f"write_tekken: cannot fill {n} random merges from {len(base)} base tokens")
+    rng = np.random.RandomState(seed)
+    seen = set(base)
+    out: list[bytes] = []
+    while len(out) < n:
+        for a, b in rng.randint(len(base), size=(n - len(out), 2)).tolist():
+            token = base[a] + base[b]
+            if token not in seen:
+                seen.add(token)
+                out.append(token)
+    return out
+
+
+def _token_str(raw: bytes) -> str | None:
+    # Real files store the UTF-8 text of a token, or null when its bytes are not valid UTF-8.
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _dump(doc: dict) -> str:
+    """JSON with sorted keys and one list element per line, so a committed tiny file diffs readably."""
+    def compact(value) -> str:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+    parts = []
+    for key in sorted(doc):
+        value = doc[key]
+        if isinstance(value, list):
+            body = ",\n".join(compact(item) for item in value)
+            parts.append(f"{compact(key)}:[\n{body}\n]")
+        else:
+            parts.append(f"{compact(key)}:{compact(value)}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+def tekken_document(
+    *, vocab_size: int, merges_text: str = DEFAULT_MERGES_TEXT, seed: int | None = None,
+    audio: StreamingAudioConfig | None = StreamingAudioConfig(),
+) -> dict:
+    """The tekken.json object ``write_tekken`` writes (see there)."""
+    n_vocab = vocab_size - NUM_SPECIAL_TOKENS
+    if n_vocab < 256:
+        raise OracleError(f"write_tekken: vocab_size {vocab_size} must be ≥ {NUM_SPECIAL_TOKENS + 256} "
+                          f"({NUM_SPECIAL_TOKENS} special + 256 byte tokens)")
+    tokens = [bytes([b]) for b in range(256)] + learn_merges(merges_text, n_vocab - 256)
+    if len(tokens) < n_vocab:
+        if seed is None:
+            raise OracleError(f"write_tekken: merges_text yields only {len(tokens) - 256} merges, "
+                              f"vocab_size {vocab_size} needs {n_vocab - 256}; pass seed= to fill the rest")
+        tokens += _random_merges(tokens, n_vocab - len(tokens), seed)
+    names = list(STANDARD_SPECIAL_TOKENS) + [
+        SPECIAL_TOKEN_TEMPLATE.format(id=i) for i in range(len(STANDARD_SPECIAL_TOKENS), NUM_SPECIAL_TOKENS)]
+    doc = {
+        "config": {
+            "pattern": TEKKEN_PATTERN, "num_vocab_tokens": n_vocab, "default_vocab_size": vocab_size,
+            "default_num_special_tokens": NUM_SPECIAL_TOKENS, "version": "v7",
+        },
+        "vocab": [
+            {"rank": r, "token_bytes": base64.b64encode(t).decode("ascii"), "token_str": _token_str(t)}
+            for r, t in enumerate(tokens)
+        ],
+        "special_tokens": [{"rank": i, "token_str": name, "is_control": True} for i, name in enumerate(names)],
+    }
+    if audio is not None:
+        doc["audio"] = audio_to_json(audio)
+    return doc
+
+
+def write_tekken(
+    path, *, vocab_size: int, merges_text: str = DEFAULT_MERGES_TEXT, seed: int | None = None,
+    audio: StreamingAudioConfig | None = StreamingAudioConfig(),
+) -> Path:
+    """Write a real Tekken-format (v7) tekken.json for a synthetic checkpoint; returns the path.
+
+    Vocab: the 256 single bytes, then BPE merges learned from ``merges_text`` up to
+    ``vocab_size − 1000`` entries (with ``seed``, random concatenations fill any shortfall; without,
+    a shortfall is an error). Special tokens: the 35 standard names, then ``<SPECIAL_i>`` up to 999,
+    all control. ``audio``: the streaming section (spec §6.2 by default; None omits it).
+    Same arguments → byte-identical file.
+    """
+    doc = tekken_document(vocab_size=vocab_size, merges_text=merges_text, seed=seed, audio=audio)
+    path = Path(path)
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(_dump(doc))
+    return path
+
+
+__all__ = [
+    "DEFAULT_MERGES_TEXT", "DEPRECATED_SPECIAL_TOKENS", "IncrementalDecoder", "STANDARD_SPECIAL_TOKENS",
+    "StreamingAudioConfig", "TEKKEN_PATTERN", "Tekken", "audio_to_json", "decode_incrementally",
+    "incomplete_utf8_tail", "learn_merges", "load_tekken", "parse_audio", "tekken_document", "write_tekken",
+]
