@@ -133,5 +133,6 @@ def write_checkpoint(out_dir: str | Path, cfg: ModelConfig, seed: int = 0, progr
     items = [(name, BF16, shape, tensor_blocks(name, spec, shape, seed))
              for name, spec, _, shape in sorted(expected(cfg, "mistral"), key=lambda t: t[0])]
     write_safetensors(out / "consolidated.safetensors", items, progress=progress)
-    write_tekken(out / "tekken.json", vocab_size=cfg.decoder.vocab_size)
+    # The built-in merge text gives ~480 merges; larger vocabularies are filled deterministically from the seed.
+    write_tekken(out / "tekken.json", vocab_size=cfg.decoder.vocab_size, seed=seed)
     return out

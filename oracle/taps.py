@@ -27,11 +27,12 @@ class Taps:
     def wants(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
 
-    def __call__(self, name: str, x: np.ndarray) -> None:
+    def __call__(self, name: str, x: np.ndarray, axis: int = 0) -> None:
+        """Record ``x``. Streaming calls the same point once per step: the steps are concatenated
+        along ``axis``, the time axis of that tensor (positions/frames; 1 for the [M, T] mel)."""
         if self.wants(name):
-            # Streaming calls the same point many times (one step each); keep every step in order.
             if name in self.values:
-                self.values[name] = np.concatenate([self.values[name], np.array(x, copy=True)], axis=0)
+                self.values[name] = np.concatenate([self.values[name], np.array(x, copy=True)], axis=axis)
             else:
                 self.values[name] = np.array(x, copy=True)
 
@@ -42,5 +43,5 @@ class Taps:
         return name in self.values
 
 
-def no_tap(name: str, x: np.ndarray) -> None:
+def no_tap(name: str, x: np.ndarray, axis: int = 0) -> None:
     """The default tap: records nothing."""

@@ -1,0 +1,87 @@
+"""Audio file in, tokens and text out: the pieces wired together the way the references do it.
+
+    audio [L] --(offline: int16 quantization, as the reference's WAV round trip, spec §2.1)-->
+    --pad (32 tokens left; alignment + n_delay + 11 tokens right)--> log-mel [M, 8N]
+    --audio_embeddings--> A [N, D] --greedy decoder over prompt + fed-back tokens--> ids --Tekken--> text
+
+Streaming (``stream_tokens``) feeds the unquantized samples to a ``StreamingSession`` in chunks, as
+the real-time references do (they never quantize).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .audio import load_audio, quantize_int16
+from .checkpoint import Checkpoint, open_checkpoint
+from .errors import OracleError, where
+from .mel import log_mel
+from .precision import Precision
+from .protocol import Protocol, make_protocol
+from .streaming import Model, StreamingSession, generate_offline
+from .tokenizer import IncrementalDecoder, Tekken
+
+
+@dataclass(frozen=True)
+class Setup:
+    ckpt: Checkpoint
+    tekken: Tekken
+    protocol: Protocol
+
+
+def load_setup(ckpt_dir: str | Path, delay_ms: int | None = None) -> Setup:
+    """Open a checkpoint directory and its tekken.json; the protocol's defaults come from tekken's audio section."""
+    ckpt = open_checkpoint(ckpt_dir)
+    tk_path = Path(ckpt_dir) / "tekken.json"
+    if not tk_path.exists():
+        raise OracleError(where(tk_path, "file not found (the tokenizer is needed to decode text)"))
+    tekken = Tekken.from_file(tk_path)
+    if tekken.vocab_size != ckpt.config.decoder.vocab_size:
+        raise OracleError(where(tk_path, f"vocab size {tekken.vocab_size} does not match the model's {ckpt.config.decoder.vocab_size}"))
+    return Setup(ckpt, tekken, make_protocol(ckpt.config, delay_ms, tekken))
+
+
+def offline_mel(audio: np.ndarray, proto: Protocol, p: Precision, quantize: bool = True) -> np.ndarray:
+    """The offline features: optional int16 quantization, padding, log-mel in the policy's dtype. -> [M, 8N]"""
+    x = quantize_int16(audio) if quantize else audio
+    return log_mel(proto.pad_offline(x).astype(p.dtype), p.dtype)
+
+
+def offline_tokens(setup: Setup, audio: np.ndarray, p: Precision, quantize: bool = True, tap=None) -> list[int]:
+    kwargs = {} if tap is None else {"tap": tap}
+    return generate_offline(Model(setup.ckpt, p), offline_mel(audio, setup.protocol, p, quantize), setup.protocol, **kwargs)
+
+
+def stream_tokens(setup: Setup, chunks: Iterable[np.ndarray], p: Precision, framing: str = "offline",
+                  on_tokens: Callable[[list[int]], None] | None = None, tap=None) -> list[int]:
+    """Feed chunks through a streaming session; ``on_tokens`` sees each batch as soon as it is due."""
+    kwargs = {} if tap is None else {"tap": tap}
+    session = StreamingSession(Model(setup.ckpt, p), setup.protocol, framing=framing, **kwargs)
+    out: list[int] = []
+    for chunk in chunks:
+        new = session.feed(chunk)
+        out += new
+        if on_tokens and new:
+            on_tokens(new)
+    new = session.finish()
+    out += new
+    if on_tokens and new:
+        on_tokens(new)
+    return out
+
+
+def chunked(audio: np.ndarray, size: int) -> Iterable[np.ndarray]:
+    for i in range(0, len(audio), size):
+        yield audio[i:i + size]
+
+
+def read_audio(path: str | Path, sampling_rate: int) -> np.ndarray:
+    return load_audio(path, sampling_rate)
+
+
+__all__ = ["Setup", "load_setup", "offline_mel", "offline_tokens", "stream_tokens", "chunked", "read_audio",
+           "IncrementalDecoder"]

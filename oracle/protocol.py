@@ -1,0 +1,101 @@
+"""The streaming protocol: delay, prompt, padding (spec §6.2, §6.3; MC ``AudioEncoder``).
+
+    n_delay      = delay_ms / 80                              (6 at the default 480 ms)
+    prompt       = [BOS] + [STREAMING_PAD] × (32 + n_delay)   (39 tokens at 480 ms)
+    left pad     = 32 × 1280 zero samples, before the audio
+    right pad    = offline: (1280 − L mod 1280) mod 1280 alignment zeros + (n_delay + 11) × 1280 zeros
+                   online:  (n_delay + 11) × 1280 zeros when the stream ends
+    t_cond       = time embedding of n_delay
+
+Decoder position p covers padded samples [1280p, 1280p + 1280), i.e. real time (p − 32)·80 ms, and
+always gets audio embedding A[p]. The prompt forces STREAMING_PAD as the "text" of positions 1..38;
+the first free prediction is the output at the last prompt position. The three delay-dependent
+values (prompt length, right pad, t) must agree; this record keeps them together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import ModelConfig
+from .errors import OracleError
+
+BOS, EOS, STREAMING_PAD, STREAMING_WORD = 1, 2, 32, 33
+LEFT_PAD_TOKENS = 32  # tekken audio.streaming_n_left_pad_tokens
+OFFLINE_STREAMING_BUFFER_TOKENS = 10  # MC: a maximum word length of extra right pad
+DEFAULT_DELAY_MS = 480
+# The model card / vLLM recipe: 80..1200 ms in 80 ms steps, plus 2400 ms (t in {1..15, 30}).
+SUPPORTED_DELAYS_MS = tuple(range(80, 1201, 80)) + (2400,)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    delay_ms: int
+    delay_tokens: int  # n_delay = t
+    left_pad_tokens: int
+    samples_per_token: int  # 1280
+    bos: int = BOS
+    pad: int = STREAMING_PAD
+    eos: int = EOS
+
+    @property
+    def prompt(self) -> np.ndarray:
+        """[BOS] + [STREAMING_PAD] × (left pad + delay): 1 + 32 + n_delay tokens."""
+        return np.array([self.bos] + [self.pad] * (self.left_pad_tokens + self.delay_tokens), dtype=np.int64)
+
+    @property
+    def right_pad_tokens(self) -> int:
+        """(n_delay + 1) + 10: the delay, the BOS position, and a maximum word length (MC n_right_pad_tokens)."""
+        return self.delay_tokens + 1 + OFFLINE_STREAMING_BUFFER_TOKENS
+
+    @property
+    def left_pad_samples(self) -> int:
+        return self.left_pad_tokens * self.samples_per_token
+
+    def right_pad_samples(self, n_samples: int | None) -> int:
+        """Offline (n_samples given): align to a whole token, then the right pad. Online (None): the pad alone."""
+        align = 0 if n_samples is None else (-n_samples) % self.samples_per_token
+        return align + self.right_pad_tokens * self.samples_per_token
+
+    def pad_offline(self, audio: np.ndarray) -> np.ndarray:
+        """The padded offline stream: left pad + audio + alignment + right pad. [L] -> [1280 N]."""
+        assert audio.ndim == 1, audio.shape
+        left = np.zeros(self.left_pad_samples, dtype=audio.dtype)
+        right = np.zeros(self.right_pad_samples(len(audio)), dtype=audio.dtype)
+        return np.concatenate([left, audio, right])
+
+    def n_positions(self, n_samples: int) -> int:
+        """N decoder positions of the offline padded stream for L real samples."""
+        return (self.left_pad_samples + n_samples + self.right_pad_samples(n_samples)) // self.samples_per_token
+
+
+def delay_tokens_for(delay_ms, samples_per_token_ms: float = 80.0) -> int:
+    """delay in ms -> n_delay tokens; anything but a supported delay is one clear error."""
+    try:
+        ms = float(delay_ms)
+    except (TypeError, ValueError):
+        raise OracleError(f"delay {delay_ms!r} ms is not a number") from None
+    if not ms.is_integer() or int(ms) not in SUPPORTED_DELAYS_MS:
+        raise OracleError(
+            f"delay {delay_ms} ms is not supported: use a multiple of 80 from 80 to 1200, or 2400")
+    return int(ms) // int(samples_per_token_ms)
+
+
+def make_protocol(cfg: ModelConfig, delay_ms: int | None = None, tekken=None) -> Protocol:
+    """The protocol for a model and delay. With a loaded ``tekken`` (oracle.tokenizer.Tekken), its
+    "audio" section supplies the default delay and the left pad, and its special ids BOS/EOS/PAD."""
+    audio = getattr(tekken, "audio", None)
+    if delay_ms is None:
+        delay_ms = getattr(audio, "transcription_delay_ms", None) or DEFAULT_DELAY_MS
+    left = getattr(audio, "streaming_n_left_pad_tokens", None) or LEFT_PAD_TOKENS
+    token_ms = 1000.0 * cfg.samples_per_token / cfg.audio.sampling_rate
+    ids = {}
+    if tekken is not None:
+        ids = {"bos": tekken.bos_id, "eos": tekken.eos_id}
+        if tekken.streaming_pad_id is not None:
+            ids["pad"] = tekken.streaming_pad_id
+    n_delay = delay_tokens_for(delay_ms, token_ms)
+    return Protocol(delay_ms=int(float(delay_ms)), delay_tokens=n_delay,
+                    left_pad_tokens=int(left), samples_per_token=cfg.samples_per_token, **ids)

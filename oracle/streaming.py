@@ -1,0 +1,373 @@
+"""Incremental inference: greedy decoding with explicit caches, offline schedule and live streaming.
+
+Shape legend:
+    L samples of the padded stream (1280 per token)   M mel bins   De/D encoder/decoder width
+    P prompt length (1 + 32 + n_delay)                N decoder positions   V vocab
+
+Run-state (llama2.c's RunState, kept apart from weights and config):
+
+    EncoderState  conv padding state (last 2 mel frames, last conv1 frame), one KV cache per encoder
+                  layer (at most W_e − 1 keys), the next encoder position
+    DecoderState  one KV cache per decoder layer (at most W_d − 1 keys), the next decoder position
+
+Positions never reset while a stream lives. Both states are immutable values: every step returns new
+ones, so a session can be inspected at any point.
+
+Two framings of the audio (spec §6.5):
+
+    offline  token p's 8 mel frames are computed from padded samples [1280p − 200, 1280p + 1320) on
+             the offline 160·m grid, so streaming equals the offline forward (HF streaming does this).
+    vllm     vLLM's realtime buffer: step 0 takes samples [0, 1280P + 40); step k ≥ 1 takes a window
+             [s − 840, s + 1320), s = 1280(P + k − 1), computes its own centred mel (14 frames, last
+             dropped, first dropped to make it even: 12), runs the convs from zeros and keeps the last
+             4 encoder frames. The look-back of 840 = 5.25 hops puts every later mel frame on a grid
+             40 samples earlier than offline (spec §11.10). Reproduce it only for vLLM parity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .adapter import adapter
+from .cache import KV
+from .checkpoint import Checkpoint
+from .decoder import decoder_input, decoder_layer, final_norm, layer_ada_scale, lm_head, time_condition
+from .encoder import ConvState, conv_stem, encoder_layer, encoder_norm
+from .errors import OracleError
+from .forward import audio_embeddings
+from .mel import log_mel
+from .precision import Precision
+from .protocol import Protocol
+from .taps import no_tap
+
+HOP = 160
+N_FFT = 400
+VLLM_LOOK_BACK = 840  # samples before the token's span (52.5 ms)
+VLLM_LOOK_AHEAD = 40  # samples after it (2.5 ms)
+FRAMINGS = ("offline", "vllm")
+
+
+class Model:
+    """Config + typed weights in one precision. ``resident=True`` converts every layer once and keeps it
+    (fast decoding); ``resident=False`` re-reads a layer from the checkpoint each time it is used
+    (small: one layer in memory at a time)."""
+
+    def __init__(self, ckpt: Checkpoint, p: Precision, resident: bool = True):
+        self.ckpt, self.p, self.resident = ckpt, p, resident
+        self.config = ckpt.config
+        self._cache: dict = {}
+
+    def _get(self, key, load):
+        if not self.resident:
+            return load()
+        if key not in self._cache:
+            self._cache[key] = load()
+        return self._cache[key]
+
+    def conv(self):
+        return self._get("conv", lambda: self.ckpt.conv(self.p))
+
+    def encoder_layer(self, i):
+        return self._get(("enc", i), lambda: self.ckpt.encoder_layer(i, self.p))
+
+    def encoder_norm(self):
+        return self._get("enc_norm", lambda: self.ckpt.encoder_norm(self.p))
+
+    def adapter(self):
+        return self._get("adapter", lambda: self.ckpt.adapter(self.p))
+
+    def decoder_layer(self, i):
+        return self._get(("dec", i), lambda: self.ckpt.decoder_layer(i, self.p))
+
+    def decoder_norm(self):
+        return self._get("dec_norm", lambda: self.ckpt.decoder_norm(self.p))
+
+    def ada_scale(self, i, t_cond):
+        return self._get(("ada", i, t_cond.tobytes()), lambda: layer_ada_scale(t_cond, self.decoder_layer(i), self.p))
+
+    def embedding_rows(self, rows):
+        """Token rows of the embedding (also the tied head), converted on use; the table itself stays
+        memory-mapped, so the 131072 x 3072 matrix is never converted whole."""
+        table = self._get("embedding_map", lambda: self.ckpt.embedding_table())
+        return self.p.weight(table[rows])
+
+
+@dataclass(frozen=True)
+class EncoderState:
+    conv: ConvState
+    kv: tuple[KV, ...]
+    position: int  # next encoder frame index
+
+    @staticmethod
+    def start(model: Model) -> "EncoderState":
+        c, dt = model.config, model.p.dtype
+        e = c.encoder
+        return EncoderState(ConvState.zeros(c.audio.num_mel_bins, e.dim, dt),
+                            tuple(KV.empty(e.n_heads, e.head_dim, dt) for _ in range(e.n_layers)), 0)
+
+
+@dataclass(frozen=True)
+class DecoderState:
+    kv: tuple[KV, ...]
+    position: int  # next decoder position
+
+    @staticmethod
+    def start(model: Model) -> "DecoderState":
+        d, dt = model.config.decoder, model.p.dtype
+        return DecoderState(tuple(KV.empty(d.n_kv_heads, d.head_dim, dt) for _ in range(d.n_layers)), 0)
+
+
+def encoder_step(model: Model, mel: np.ndarray, state: EncoderState, tap=no_tap,
+                 conv_state: ConvState | None = None, drop_frames: int = 0) -> tuple[np.ndarray, EncoderState]:
+    """Encode new mel frames [M, 2k] with the cached context. -> (A [k', D], new state).
+
+    ``conv_state`` overrides the carried conv state (vLLM framing restarts the convs from zeros on each
+    window) and ``drop_frames`` discards leading conv frames before the transformer (vLLM keeps the
+    last 4 of each window). The transformer layers see only the kept frames, at consecutive positions.
+    """
+    c, p = model.config, model.p
+    cs = state.conv if conv_state is None else conv_state
+    x, new_conv = conv_stem(p.array(mel), model.conv(), p, state=cs, tap=tap)
+    x = x[drop_frames:]
+    positions = state.position + np.arange(x.shape[0], dtype=np.int64)
+    kvs = []
+    for i in range(c.encoder.n_layers):
+        x, kv = encoder_layer(x, positions, model.encoder_layer(i), c.encoder, p, past=state.kv[i], tap=tap,
+                              name=f"enc.L{i:02d}")
+        kvs.append(kv.keep_for_window(c.encoder.sliding_window))
+    x = encoder_norm(x, model.encoder_norm(), c.encoder, p, tap=tap)
+    a = adapter(x, model.adapter(), c.downsample_factor, p, tap=tap)
+    return a, EncoderState(new_conv, tuple(kvs), state.position + x.shape[0])
+
+
+def decoder_step(model: Model, audio: np.ndarray, tokens: np.ndarray, t_cond: np.ndarray, state: DecoderState,
+                 tap=no_tap) -> tuple[np.ndarray, DecoderState]:
+    """Run n new positions (A + Emb[token]) through the decoder with its caches. -> (logits [n, V], state)."""
+    c, p = model.config.decoder, model.p
+    tokens = np.asarray(tokens, dtype=np.int64)
+    x = decoder_input(audio, model.embedding_rows(tokens), p, tap=tap)
+    positions = state.position + np.arange(len(tokens), dtype=np.int64)
+    kvs = []
+    for i in range(c.n_layers):
+        x, kv = decoder_layer(x, positions, model.decoder_layer(i), model.ada_scale(i, t_cond), c, p,
+                              past=state.kv[i], tap=tap, name=f"dec.L{i:02d}")
+        kvs.append(kv.keep_for_window(c.sliding_window))
+    x = final_norm(x, model.decoder_norm(), c, p, tap=tap)
+    logits = lm_head(x, model.embedding_rows, c.vocab_size, p, tap=tap)
+    return logits, DecoderState(tuple(kvs), state.position + len(tokens))
+
+
+def greedy(logits_row: np.ndarray) -> int:
+    """argmax, first index on ties (torch.argmax and np.argmax agree on that)."""
+    return int(np.argmax(logits_row))
+
+
+def generate_offline(model: Model, mel: np.ndarray, proto: Protocol, tap=no_tap) -> list[int]:
+    """The offline greedy schedule of HF ``generate`` (spec §6.4).
+
+    A[0..N) from the whole padded stream; prefill the P prompt positions; then feed the previous token
+    at p = P, P+1, ... Stops after EOS (kept in the output) or after generating N − P tokens (HF's
+    max_length = N: the last audio embedding A[N−1] is never consumed).
+    """
+    audio = audio_embeddings(model.ckpt, mel, model.p, tap=tap)
+    prompt = proto.prompt
+    n, n_prompt = audio.shape[0], len(prompt)
+    if n <= n_prompt - 1:
+        raise OracleError(f"audio gives {n} positions, fewer than the {n_prompt}-token prompt")
+    t_cond = time_condition(proto.delay_tokens, model.config.decoder, model.p, tap=tap)
+    logits, state = decoder_step(model, audio[:n_prompt], prompt, t_cond, DecoderState.start(model), tap=tap)
+    out = [greedy(logits[-1])]
+    while state.position < n - 1 and out[-1] != proto.eos:
+        pos = state.position
+        logits, state = decoder_step(model, audio[pos:pos + 1], np.array([out[-1]]), t_cond, state, tap=tap)
+        out.append(greedy(logits[-1]))
+    return out
+
+
+class StreamingSession:
+    """Feed audio chunks of any size (down to one sample); get tokens as soon as they are due.
+
+    The session holds the padded stream's recent samples, the encoder and decoder states and the audio
+    embeddings not yet consumed. ``feed`` returns the tokens generated by that chunk; ``finish`` appends
+    the online right pad, flushes, and returns the rest. Tokens are those of ``generate_offline`` for
+    the offline framing (the offline right pad only adds the alignment, which the online pad lacks but
+    which is silence either way; see ``finish``).
+    """
+
+    def __init__(self, model: Model, proto: Protocol, framing: str = "offline", tap=no_tap):
+        if framing not in FRAMINGS:
+            raise OracleError(f"unknown framing {framing!r}: choose one of {', '.join(FRAMINGS)}")
+        self.model, self.proto, self.framing, self.tap = model, proto, framing, tap
+        self.prompt = proto.prompt
+        self.enc = EncoderState.start(model)
+        self.dec = DecoderState.start(model)
+        self.t_cond = time_condition(proto.delay_tokens, model.config.decoder, model.p, tap=tap)
+        self.buf = np.zeros(0, dtype=np.float64)  # padded-stream samples from index buf_start
+        self.buf_start = 0
+        self.total = 0  # padded-stream samples received so far
+        self.audio: list[np.ndarray] = []  # embeddings not yet fed to the decoder, positions from dec.position
+        self.n_audio = 0  # audio embeddings computed so far
+        self.last_token: int | None = None
+        self.n_real = 0
+        self.finished = False
+        self.done = False  # EOS seen or stream exhausted
+        self.n_positions: int | None = None  # known at finish
+        self._push(np.zeros(proto.left_pad_samples))
+
+    # -- audio intake ---------------------------------------------------------------------------
+
+    def feed(self, samples: np.ndarray) -> list[int]:
+        if self.finished:
+            raise OracleError("feed() after finish(): start a new session")
+        samples = np.asarray(samples, dtype=np.float64).reshape(-1)
+        if not np.isfinite(samples).all():
+            raise OracleError("audio chunk contains NaN or Inf samples")
+        self.n_real += len(samples)
+        self._push(samples)
+        return self._advance()
+
+    def finish(self) -> list[int]:
+        """End of stream: append the right pad and flush.
+
+        The pad is the offline one (alignment to a whole token + (n_delay + 11) tokens): with it the
+        stream has exactly the offline N positions, which is what makes streaming token-identical to
+        offline. (MC's online pad omits the alignment; the extra zeros are silence and change nothing
+        but N.)"""
+        if self.finished:
+            return []
+        self.finished = True
+        self._push(np.zeros(self.proto.right_pad_samples(self.n_real)))
+        self.n_positions = self.total // self.proto.samples_per_token
+        return self._advance()
+
+    def _push(self, samples: np.ndarray) -> None:
+        self.buf = np.concatenate([self.buf, samples])
+        self.total += len(samples)
+
+    def _window(self, start: int, stop: int) -> np.ndarray:
+        """Padded-stream samples [start, stop); indices before 0 read the left pad's reflection (zeros),
+        indices past the end of a finished stream read zeros (the reflection of the zero right pad)."""
+        out = np.zeros(stop - start)
+        lo, hi = max(start, self.buf_start), min(stop, self.buf_start + len(self.buf))
+        if hi > lo:
+            out[lo - start:hi - start] = self.buf[lo - self.buf_start:hi - self.buf_start]
+        return out
+
+    def _forget_before(self, index: int) -> None:
+        """Drop samples no future window needs (keeps the buffer bounded)."""
+        cut = min(max(index - self.buf_start, 0), len(self.buf))
+        self.buf = self.buf[cut:]
+        self.buf_start += cut
+
+    # -- the schedule ---------------------------------------------------------------------------
+
+    def _advance(self) -> list[int]:
+        out: list[int] = []
+        spt = self.proto.samples_per_token
+        n_prompt = len(self.prompt)
+        while not self.done:
+            p = self.n_audio  # next audio embedding to compute
+            if self.framing == "offline":
+                if self.n_positions is not None and p >= self.n_positions:
+                    break
+                if not self.finished and self.total < self._offline_window(p)[1]:
+                    break
+                self._encode_offline(p)
+            else:
+                if p == 0:
+                    end = n_prompt * spt + VLLM_LOOK_AHEAD
+                    if self.total < end:
+                        break
+                    self._encode_vllm_first(end)
+                else:
+                    end = p * spt + spt + VLLM_LOOK_AHEAD
+                    if self.total < end:  # a trailing partial window is discarded, as in vLLM
+                        break
+                    self._encode_vllm_step(p)
+            out.extend(self._decode())
+        if not self.done and self.finished:
+            self.done = True
+        return out
+
+    def _offline_window(self, p: int) -> tuple[int, int]:
+        """Samples token p's mel frames 8p..8p+7 read: centres 160·m ± 200, i.e. [1280p − 200, 1280p + 1320)."""
+        start = self.proto.samples_per_token * p - N_FFT // 2
+        return start, start + (self.model.config.mel_frames_per_token - 1) * HOP + N_FFT
+
+    def _encode_offline(self, p: int) -> None:
+        spt = self.proto.samples_per_token
+        window = self._window(*self._offline_window(p))
+        mel = log_mel(window.astype(self.model.p.dtype), self.model.p.dtype, center=False)  # [M, 8]
+        self.tap("mel", mel, axis=1)
+        a, self.enc = encoder_step(self.model, mel, self.enc, tap=self.tap)
+        self._forget_before(spt * (p + 1) - N_FFT // 2)
+        self._queue(a)
+
+    def _encode_vllm_first(self, end: int) -> None:
+        window = self._window(0, end)
+        mel = log_mel(window.astype(self.model.p.dtype), self.model.p.dtype, center=True)
+        usable = mel.shape[1] - mel.shape[1] % self.model.config.mel_frames_per_token
+        mel = mel[:, :usable]
+        self.tap("mel", mel, axis=1)
+        a, self.enc = encoder_step(self.model, mel, self.enc, tap=self.tap)
+        self._queue(a)
+
+    def _encode_vllm_step(self, p: int) -> None:
+        spt, c = self.proto.samples_per_token, self.model.config
+        s = spt * p
+        window = self._window(s - VLLM_LOOK_BACK, s + spt + VLLM_LOOK_AHEAD)
+        mel = log_mel(window.astype(self.model.p.dtype), self.model.p.dtype, center=True)
+        if mel.shape[1] % 2:  # vLLM drops the left-most frame of an odd count
+            mel = mel[:, 1:]
+        self.tap("mel", mel[:, -c.mel_frames_per_token:], axis=1)
+        fresh = ConvState.zeros(c.audio.num_mel_bins, c.encoder.dim, self.model.p.dtype)
+        n_conv = mel.shape[1] // 2
+        a, self.enc = encoder_step(self.model, mel, self.enc, tap=self.tap, conv_state=fresh,
+                                   drop_frames=n_conv - c.downsample_factor)
+        self._forget_before(spt * (p + 1) - VLLM_LOOK_BACK)
+        self._queue(a)
+
+    def _queue(self, a: np.ndarray) -> None:
+        self.audio.append(a)
+        self.n_audio += a.shape[0]
+
+    def _decode(self) -> list[int]:
+        """Feed every position whose audio and token are known; return new tokens."""
+        out: list[int] = []
+        audio = np.concatenate(self.audio) if len(self.audio) > 1 else (self.audio[0] if self.audio else None)
+        self.audio = [] if audio is None else [audio]
+        n_prompt = len(self.prompt)
+        while audio is not None and len(audio) > 0 and not self.done:
+            pos = self.dec.position
+            # HF generate stops at max_length = N: the last position's embedding is never consumed.
+            if self.n_positions is not None and pos >= self.n_positions - 1:
+                self.done = True
+                break
+            if pos < n_prompt:
+                if self.dec.position + len(audio) < n_prompt:
+                    break  # the prompt is prefilled in one go once its audio is complete
+                take, tokens = n_prompt - pos, self.prompt[pos:]
+            else:
+                take, tokens = 1, np.array([self.last_token])
+            logits, self.dec = decoder_step(self.model, audio[:take], tokens, self.t_cond, self.dec, tap=self.tap)
+            audio = audio[take:]
+            self.last_token = greedy(logits[-1])
+            out.append(self.last_token)
+            if self.last_token == self.proto.eos:
+                self.done = True
+        self.audio = [audio] if audio is not None and len(audio) else []
+        return out
+
+    # -- inspection -----------------------------------------------------------------------------
+
+    def state_nbytes(self) -> dict[str, int]:
+        """Bytes held by each part of the run-state (for the boundedness test and reports)."""
+        return {
+            "samples": self.buf.nbytes,
+            "encoder_kv": sum(kv.nbytes for kv in self.enc.kv),
+            "decoder_kv": sum(kv.nbytes for kv in self.dec.kv),
+            "conv": self.enc.conv.mel_tail.nbytes + self.enc.conv.conv1_tail.nbytes,
+            "pending_audio": sum(a.nbytes for a in self.audio),
+        }
