@@ -1,0 +1,1 @@
+"""Installed as ``oracle_golden``: the built-in tiny checkpoint (tiny/) and its golden tensors."""

@@ -1,0 +1,36 @@
+"""The built-in defaults: the committed tiny checkpoint and speech clip, found after any install.
+
+The tiny checkpoint lives in the repository's golden/ folder (ports copy that folder for their own CI)
+and is installed as the package ``oracle_golden``; the clip is package data of ``oracle``. Both are
+located through importlib.resources, so a plain (non-editable) ``pip install`` finds them too.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from .errors import OracleError
+
+TINY_SEED = 0
+
+
+def _package_path(package: str, *parts: str) -> Path:
+    try:
+        root = resources.files(package)
+    except ModuleNotFoundError:
+        raise OracleError(f"built-in data package {package!r} is not installed (reinstall voxtral-oracle)") from None
+    path = Path(str(root.joinpath(*parts)))
+    if not path.exists():
+        raise OracleError(f"{path}: built-in data missing from the installation")
+    return path
+
+
+def tiny_checkpoint() -> Path:
+    """golden/tiny: params.json + consolidated.safetensors + tekken.json of ``synth --size tiny --seed 0``."""
+    return _package_path("oracle_golden", "tiny")
+
+
+def speech_clip() -> Path:
+    """A short int16-exact 16 kHz espeak-ng speech clip (see tools/make_clip.py)."""
+    return _package_path("oracle", "data", "clip.wav")

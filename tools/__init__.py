@@ -1,0 +1,1 @@
+"""Command-line tools of voxtral-oracle (installed as ``oracle_tools``); ``voxtral-oracle`` is cli.main."""

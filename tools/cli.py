@@ -1,0 +1,66 @@
+"""``voxtral-oracle <command>``: the single entry point.
+
+Each command lives in its own module of this package, exposing ``add_arguments(parser)`` and
+``run(args) -> int``. A user-caused error (``OracleError``) prints one line and exits with its code
+(2 by default; compare uses 1/2/3 as documented); a bug still shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from oracle.errors import OracleError
+
+COMMANDS = {
+    "synth": ("synth_checkpoint", "write a synthetic checkpoint in the real on-disk format"),
+    "inspect": ("inspect_weights", "names, shapes, dtypes, parameter counts and statistics of a checkpoint"),
+    "transcribe": ("transcribe", "audio file -> text (offline or streaming), greedy"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's usage errors: one line, exit 2 (compare overrides to 3)
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(getattr(self, "usage_exit_code", 2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="voxtral-oracle", description="numpy reference implementation of Voxtral Mini 4B Realtime")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module, help_text) in COMMANDS.items():
+        mod = importlib.import_module(f"oracle_tools.{module}")
+        p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip().splitlines()[0])
+        p.usage_exit_code = getattr(mod, "USAGE_EXIT_CODE", 2)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except OracleError as err:
+        print(f"voxtral-oracle {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"voxtral-oracle {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def run_as_script(command: str) -> None:
+    """For tools/*.py run directly: ``python tools/inspect_weights.py CKPT`` == ``voxtral-oracle inspect CKPT``."""
+    sys.exit(main([command, *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
