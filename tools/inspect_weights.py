@@ -16,7 +16,7 @@ import numpy as np
 from oracle.checkpoint import open_checkpoint, read_tensor
 from oracle.synth import parameter_counts
 
-from .progress import Progress
+from oracle_tools.progress import Progress
 
 STAT_BLOCK = 1 << 24  # elements per block when computing statistics
 

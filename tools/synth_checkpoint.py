@@ -13,7 +13,7 @@ import json
 from oracle.config import read_json
 from oracle.synth import parameter_counts, size_config, write_checkpoint
 
-from .progress import Progress
+from oracle_tools.progress import Progress
 
 
 def add_arguments(p) -> None:
