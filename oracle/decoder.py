@@ -46,31 +46,44 @@ def decoder_input(audio: np.ndarray, token_emb: np.ndarray, p: Precision, tap=no
     return x
 
 
-def decoder_layer(x: np.ndarray, positions: np.ndarray, w: DecoderLayerWeights, scale: np.ndarray, cfg: DecoderConfig,
-                  p: Precision, past: KV | None = None, tap=no_tap, name: str = "dec.L00") -> tuple[np.ndarray, KV]:
-    """One layer. [N, D] -> ([N, D], KV of past + these N keys). ``scale`` is (1 + g) from ``layer_ada_scale``."""
-    n_pos, d = x.shape
+def decoder_attention(n: np.ndarray, positions: np.ndarray, w: DecoderLayerWeights, cfg: DecoderConfig, p: Precision,
+                      past: KV | None = None, tap=no_tap, name: str = "dec.L00") -> tuple[np.ndarray, KV]:
+    """GQA with a sliding window, no biases, on the normed input.  [N, D] -> ([N, D], KV of past + N keys)."""
+    n_pos, d = n.shape
     h_, k_, dh = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    assert d == cfg.dim and positions.shape == (n_pos,) and scale.shape == (d,), (x.shape, positions.shape)
-    tap(f"{name}.ada_scale", scale[None, :])
-    n = p.store(rms_norm(x, w.attn_norm, cfg.norm_eps))
-    tap(f"{name}.attn_norm", n)
+    assert d == cfg.dim and positions.shape == (n_pos,), (n.shape, positions.shape)
     cos, sin = rope_angles(positions, dh, cfg.rope_theta, p.angle_dtype)
-    cos, sin = p.store(cos.astype(x.dtype)), p.store(sin.astype(x.dtype))
+    cos, sin = p.store(cos.astype(n.dtype)), p.store(sin.astype(n.dtype))
     q = apply_rope(p.store(linear(n, w.wq)).reshape(n_pos, h_, dh), cos, sin)
     k = apply_rope(p.store(linear(n, w.wk)).reshape(n_pos, k_, dh), cos, sin)
     v = p.store(linear(n, w.wv)).reshape(n_pos, k_, dh)
     tap(f"{name}.q", q)
     tap(f"{name}.k", k)
     tap(f"{name}.v", v)
-    kv = (past if past is not None else KV.empty(k_, dh, x.dtype)).extend(k, v, positions)
+    kv = (past if past is not None else KV.empty(k_, dh, n.dtype)).extend(k, v, positions)
     a = p.store(attention(q, kv.k, kv.v, window_mask(positions, kv.pos, cfg.sliding_window)))
-    attn_out = p.store(linear(a.reshape(n_pos, h_ * dh), w.wo))
-    tap(f"{name}.attn.out", attn_out)
+    out = p.store(linear(a.reshape(n_pos, h_ * dh), w.wo))
+    tap(f"{name}.attn.out", out)
+    return out, kv
+
+
+def ada_norm(h: np.ndarray, w: DecoderLayerWeights, scale: np.ndarray, cfg: DecoderConfig, p: Precision) -> np.ndarray:
+    """RMSNorm(h; ffn_norm) ⊙ (1 + g). ADA sits after the pre-FFN norm (weight included) and before the
+    MLP; it touches neither the attention norm nor the residual (HF VoxtralRealtimeTextDecoderLayer,
+    vLLM MistralDecoderLayer). [N, D] -> [N, D]."""
+    return p.store(p.store(rms_norm(h, w.ffn_norm, cfg.norm_eps)) * scale)
+
+
+def decoder_layer(x: np.ndarray, positions: np.ndarray, w: DecoderLayerWeights, scale: np.ndarray, cfg: DecoderConfig,
+                  p: Precision, past: KV | None = None, tap=no_tap, name: str = "dec.L00") -> tuple[np.ndarray, KV]:
+    """One layer. [N, D] -> ([N, D], KV of past + these N keys). ``scale`` is (1 + g) from ``layer_ada_scale``."""
+    assert x.shape[1] == cfg.dim and scale.shape == (cfg.dim,), (x.shape, scale.shape)
+    tap(f"{name}.ada_scale", scale[None, :])
+    n = p.store(rms_norm(x, w.attn_norm, cfg.norm_eps))
+    tap(f"{name}.attn_norm", n)
+    attn_out, kv = decoder_attention(n, positions, w, cfg, p, past=past, tap=tap, name=name)
     h = p.store(x + attn_out)
-    # ADA sits after the pre-FFN norm (weight included) and before the MLP; it touches neither the
-    # attention norm nor the residual (HF VoxtralRealtimeTextDecoderLayer, vLLM MistralDecoderLayer).
-    m = p.store(p.store(rms_norm(h, w.ffn_norm, cfg.norm_eps)) * scale)
+    m = ada_norm(h, w, scale, cfg, p)
     tap(f"{name}.ffn_norm", m)
     mlp_out = p.store(swiglu(m, w.w1, w.w3, w.w2))
     tap(f"{name}.mlp.out", mlp_out)

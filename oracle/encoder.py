@@ -61,6 +61,30 @@ def conv_stem(mel: np.ndarray, w: ConvStemWeights, p: Precision, state: ConvStat
     return out, ConvState(mel_hist, h1_hist)
 
 
+def encoder_attention(n: np.ndarray, positions: np.ndarray, w: EncoderLayerWeights, cfg: EncoderConfig, p: Precision,
+                      past: KV | None = None, tap=no_tap, name: str = "enc.L00") -> tuple[np.ndarray, KV]:
+    """Sliding-window MHA with q/v/o biases and no k bias, on the normed input.  [S, De] -> ([S, De], KV).
+
+        Wo Attn(RoPE(Wq n + bq), RoPE(Wk n), Wv n + bv) + bo,  key j visible to query i iff 0 <= i-j < W_e
+    """
+    s, de = n.shape
+    hh, dh = cfg.n_heads, cfg.head_dim
+    assert de == cfg.dim and positions.shape == (s,), (n.shape, positions.shape)
+    cos, sin = rope_angles(positions, dh, cfg.rope_theta, p.angle_dtype)
+    cos, sin = p.store(cos.astype(n.dtype)), p.store(sin.astype(n.dtype))
+    q = apply_rope(p.store(linear(n, w.wq, w.bq)).reshape(s, hh, dh), cos, sin)
+    k = apply_rope(p.store(linear(n, w.wk)).reshape(s, hh, dh), cos, sin)
+    v = p.store(linear(n, w.wv, w.bv)).reshape(s, hh, dh)
+    tap(f"{name}.q", q)
+    tap(f"{name}.k", k)
+    tap(f"{name}.v", v)
+    kv = (past if past is not None else KV.empty(hh, dh, n.dtype)).extend(k, v, positions)
+    a = p.store(attention(q, kv.k, kv.v, window_mask(positions, kv.pos, cfg.sliding_window)))
+    out = p.store(linear(a.reshape(s, hh * dh), w.wo, w.bo))
+    tap(f"{name}.attn.out", out)
+    return out, kv
+
+
 def encoder_layer(x: np.ndarray, positions: np.ndarray, w: EncoderLayerWeights, cfg: EncoderConfig, p: Precision,
                   past: KV | None = None, tap=no_tap, name: str = "enc.L00") -> tuple[np.ndarray, KV]:
     """One pre-norm layer. [S, De] -> ([S, De], KV of past + these S keys).
@@ -68,23 +92,10 @@ def encoder_layer(x: np.ndarray, positions: np.ndarray, w: EncoderLayerWeights, 
         h = x + Wo Attn(RoPE(Wq n + bq), RoPE(Wk n), Wv n + bv) + bo,   n = RMSNorm(x; attention_norm)
         y = h + W2 (SiLU(W1 m) ⊙ W3 m) + b2,                            m = RMSNorm(h; ffn_norm)
     """
-    s, de = x.shape
-    hh, dh = cfg.n_heads, cfg.head_dim
-    assert de == cfg.dim and positions.shape == (s,), (x.shape, positions.shape)
+    assert x.shape[1] == cfg.dim, x.shape
     n = p.store(rms_norm(x, w.attn_norm, cfg.norm_eps))
     tap(f"{name}.attn_norm", n)
-    cos, sin = rope_angles(positions, dh, cfg.rope_theta, p.angle_dtype)
-    cos, sin = p.store(cos.astype(x.dtype)), p.store(sin.astype(x.dtype))
-    q = apply_rope(p.store(linear(n, w.wq, w.bq)).reshape(s, hh, dh), cos, sin)
-    k = apply_rope(p.store(linear(n, w.wk)).reshape(s, hh, dh), cos, sin)
-    v = p.store(linear(n, w.wv, w.bv)).reshape(s, hh, dh)
-    tap(f"{name}.q", q)
-    tap(f"{name}.k", k)
-    tap(f"{name}.v", v)
-    kv = (past if past is not None else KV.empty(hh, dh, x.dtype)).extend(k, v, positions)
-    a = p.store(attention(q, kv.k, kv.v, window_mask(positions, kv.pos, cfg.sliding_window)))
-    attn_out = p.store(linear(a.reshape(s, hh * dh), w.wo, w.bo))
-    tap(f"{name}.attn.out", attn_out)
+    attn_out, kv = encoder_attention(n, positions, w, cfg, p, past=past, tap=tap, name=name)
     h = p.store(x + attn_out)
     m = p.store(rms_norm(h, w.ffn_norm, cfg.norm_eps))
     mlp_out = p.store(swiglu(m, w.w1, w.w3, w.w2, w.b2))
