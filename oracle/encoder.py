@@ -73,7 +73,7 @@ def encoder_attention(n: np.ndarray, positions: np.ndarray, w: EncoderLayerWeigh
     cos, sin = rope_angles(positions, dh, cfg.rope_theta, p.angle_dtype)
     cos, sin = p.store(cos.astype(n.dtype)), p.store(sin.astype(n.dtype))
     q = apply_rope(p.store(linear(n, w.wq, w.bq)).reshape(s, hh, dh), cos, sin)
-    k = apply_rope(p.store(linear(n, w.wk)).reshape(s, hh, dh), cos, sin)
+    k = apply_rope(p.store(linear(n, w.wk, w.bk)).reshape(s, hh, dh), cos, sin)
     v = p.store(linear(n, w.wv, w.bv)).reshape(s, hh, dh)
     tap(f"{name}.q", q)
     tap(f"{name}.k", k)

@@ -13,13 +13,15 @@ import numpy as np
 
 from .adapter import adapter
 from .checkpoint import Checkpoint
-from .decoder import decoder_input, decoder_layer, final_norm, layer_ada_scale, lm_head, time_condition
-from .encoder import conv_stem, encoder_layer, encoder_norm
+from .decoder import decoder_input, final_norm, layer_ada_scale, lm_head, time_condition
+from .encoder import encoder_layer, encoder_norm
 from .precision import Precision
 from .taps import no_tap
+from .variant import REFERENCE, Variant
 
 
-def audio_embeddings(ckpt: Checkpoint, mel: np.ndarray, p: Precision, tap=no_tap) -> np.ndarray:
+def audio_embeddings(ckpt: Checkpoint, mel: np.ndarray, p: Precision, tap=no_tap,
+                     variant: Variant = REFERENCE) -> np.ndarray:
     """A = adapter(encoder(conv_stem(mel))).  [M, 8N] -> [N, D]."""
     cfg = ckpt.config
     assert mel.ndim == 2 and mel.shape[0] == cfg.audio.num_mel_bins, mel.shape
@@ -27,7 +29,7 @@ def audio_embeddings(ckpt: Checkpoint, mel: np.ndarray, p: Precision, tap=no_tap
         f"mel frames ({mel.shape[1]}) must be a multiple of {cfg.mel_frames_per_token} (pad the audio first)")
     mel = p.array(mel)
     tap("mel", mel)
-    x, _ = conv_stem(mel, ckpt.conv(p), p, tap=tap)
+    x, _ = variant.conv_stem(mel, ckpt.conv(p), p, tap=tap)
     positions = np.arange(x.shape[0], dtype=np.int64)
     for i in range(cfg.encoder.n_layers):
         x, _ = encoder_layer(x, positions, ckpt.encoder_layer(i, p), cfg.encoder, p, tap=tap, name=f"enc.L{i:02d}")
@@ -36,25 +38,26 @@ def audio_embeddings(ckpt: Checkpoint, mel: np.ndarray, p: Precision, tap=no_tap
 
 
 def decode_positions(ckpt: Checkpoint, audio: np.ndarray, tokens: np.ndarray, delay_tokens: float, p: Precision,
-                     tap=no_tap) -> np.ndarray:
+                     tap=no_tap, variant: Variant = REFERENCE) -> np.ndarray:
     """The decoder over N positions given their audio embeddings and token ids. -> logits [N, V]."""
     cfg = ckpt.config.decoder
     tokens = np.asarray(tokens, dtype=np.int64)
     assert tokens.ndim == 1 and audio.shape == (len(tokens), cfg.dim), (audio.shape, tokens.shape)
     assert tokens.min() >= 0 and tokens.max() < cfg.vocab_size, "token id out of range"
-    x = decoder_input(audio, ckpt.embedding_rows(tokens, p), p, tap=tap)
+    x = decoder_input(variant.audio_to_decoder(audio), ckpt.embedding_rows(tokens, p), p, tap=tap)
     t_cond = time_condition(delay_tokens, cfg, p, tap=tap)
     positions = np.arange(len(tokens), dtype=np.int64)
     for i in range(cfg.n_layers):
         w = ckpt.decoder_layer(i, p)
-        x, _ = decoder_layer(x, positions, w, layer_ada_scale(t_cond, w, p), cfg, p, tap=tap, name=f"dec.L{i:02d}")
+        x, _ = variant.decoder_layer(x, positions, w, layer_ada_scale(t_cond, w, p), cfg, p, tap=tap,
+                                     name=f"dec.L{i:02d}")
     x = final_norm(x, ckpt.decoder_norm(p), cfg, p, tap=tap)
     return lm_head(x, lambda rows: ckpt.embedding_rows(rows, p), cfg.vocab_size, p, tap=tap)
 
 
 def forward(ckpt: Checkpoint, mel: np.ndarray, tokens: np.ndarray, delay_tokens: float, p: Precision,
-            tap=no_tap) -> np.ndarray:
+            tap=no_tap, variant: Variant = REFERENCE) -> np.ndarray:
     """Offline forward: mel [M, 8N] and token ids [N] -> logits [N, V] (HF ``model(input_ids,
     input_features, num_delay_tokens)``)."""
-    audio = audio_embeddings(ckpt, mel, p, tap=tap)
-    return decode_positions(ckpt, audio, tokens, delay_tokens, p, tap=tap)
+    audio = audio_embeddings(ckpt, mel, p, tap=tap, variant=variant)
+    return decode_positions(ckpt, audio, tokens, delay_tokens, p, tap=tap, variant=variant)

@@ -39,11 +39,21 @@ class Protocol:
     bos: int = BOS
     pad: int = STREAMING_PAD
     eos: int = EOS
+    # Deviations the fault catalogue injects (oracle.faults); 0 is the model. A port that gets these
+    # wrong keeps the three delay-dependent values (prompt, right pad, t) out of step.
+    prompt_pad_delta: int = 0  # -1: the 38-token prompt (spec §11.9)
+    t_delta: int = 0  # t_cond built from n_delay + t_delta (spec §11.7: t from the wrong delay)
 
     @property
     def prompt(self) -> np.ndarray:
         """[BOS] + [STREAMING_PAD] × (left pad + delay): 1 + 32 + n_delay tokens."""
-        return np.array([self.bos] + [self.pad] * (self.left_pad_tokens + self.delay_tokens), dtype=np.int64)
+        pads = self.left_pad_tokens + self.delay_tokens + self.prompt_pad_delta
+        return np.array([self.bos] + [self.pad] * pads, dtype=np.int64)
+
+    @property
+    def t(self) -> float:
+        """The time-conditioning value: n_delay (6 at 480 ms), passed to the time embedding as a float."""
+        return float(self.delay_tokens + self.t_delta)
 
     @property
     def right_pad_tokens(self) -> int:

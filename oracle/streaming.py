@@ -33,14 +33,15 @@ import numpy as np
 from .adapter import adapter
 from .cache import KV
 from .checkpoint import Checkpoint
-from .decoder import decoder_input, decoder_layer, final_norm, layer_ada_scale, lm_head, time_condition
-from .encoder import ConvState, conv_stem, encoder_layer, encoder_norm
+from .decoder import decoder_input, final_norm, layer_ada_scale, lm_head, time_condition
+from .encoder import ConvState, encoder_layer, encoder_norm
 from .errors import OracleError
 from .forward import audio_embeddings
 from .mel import log_mel
 from .precision import Precision
 from .protocol import Protocol
 from .taps import no_tap
+from .variant import REFERENCE, Variant
 
 HOP = 160
 N_FFT = 400
@@ -54,8 +55,8 @@ class Model:
     (fast decoding); ``resident=False`` re-reads a layer from the checkpoint each time it is used
     (small: one layer in memory at a time)."""
 
-    def __init__(self, ckpt: Checkpoint, p: Precision, resident: bool = True):
-        self.ckpt, self.p, self.resident = ckpt, p, resident
+    def __init__(self, ckpt: Checkpoint, p: Precision, resident: bool = True, variant: Variant = REFERENCE):
+        self.ckpt, self.p, self.resident, self.variant = ckpt, p, resident, variant
         self.config = ckpt.config
         self._cache: dict = {}
 
@@ -129,7 +130,7 @@ def encoder_step(model: Model, mel: np.ndarray, state: EncoderState, tap=no_tap,
     """
     c, p = model.config, model.p
     cs = state.conv if conv_state is None else conv_state
-    x, new_conv = conv_stem(p.array(mel), model.conv(), p, state=cs, tap=tap)
+    x, new_conv = model.variant.conv_stem(p.array(mel), model.conv(), p, state=cs, tap=tap)
     x = x[drop_frames:]
     positions = state.position + np.arange(x.shape[0], dtype=np.int64)
     kvs = []
@@ -151,7 +152,7 @@ def decoder_step(model: Model, audio: np.ndarray, tokens: np.ndarray, t_cond: np
     positions = state.position + np.arange(len(tokens), dtype=np.int64)
     kvs = []
     for i in range(c.n_layers):
-        x, kv = decoder_layer(x, positions, model.decoder_layer(i), model.ada_scale(i, t_cond), c, p,
+        x, kv = model.variant.decoder_layer(x, positions, model.decoder_layer(i), model.ada_scale(i, t_cond), c, p,
                               past=state.kv[i], tap=tap, name=f"dec.L{i:02d}")
         kvs.append(kv.keep_for_window(c.sliding_window))
     x = final_norm(x, model.decoder_norm(), c, p, tap=tap)
@@ -171,12 +172,12 @@ def generate_offline(model: Model, mel: np.ndarray, proto: Protocol, tap=no_tap)
     at p = P, P+1, ... Stops after EOS (kept in the output) or after generating N − P tokens (HF's
     max_length = N: the last audio embedding A[N−1] is never consumed).
     """
-    audio = audio_embeddings(model.ckpt, mel, model.p, tap=tap)
+    audio = model.variant.audio_to_decoder(audio_embeddings(model.ckpt, mel, model.p, tap=tap, variant=model.variant))
     prompt = proto.prompt
     n, n_prompt = audio.shape[0], len(prompt)
     if n <= n_prompt - 1:
         raise OracleError(f"audio gives {n} positions, fewer than the {n_prompt}-token prompt")
-    t_cond = time_condition(proto.delay_tokens, model.config.decoder, model.p, tap=tap)
+    t_cond = time_condition(proto.t, model.config.decoder, model.p, tap=tap)
     logits, state = decoder_step(model, audio[:n_prompt], prompt, t_cond, DecoderState.start(model), tap=tap)
     out = [greedy(logits[-1])]
     while state.position < n - 1 and out[-1] != proto.eos:
@@ -203,7 +204,7 @@ class StreamingSession:
         self.prompt = proto.prompt
         self.enc = EncoderState.start(model)
         self.dec = DecoderState.start(model)
-        self.t_cond = time_condition(proto.delay_tokens, model.config.decoder, model.p, tap=tap)
+        self.t_cond = time_condition(proto.t, model.config.decoder, model.p, tap=tap)
         self.buf = np.zeros(0, dtype=np.float64)  # padded-stream samples from index buf_start
         self.buf_start = 0
         self.total = 0  # padded-stream samples received so far

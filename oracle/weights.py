@@ -16,7 +16,7 @@ the oracle only ever sees the Mistral layout.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Callable
 
 import numpy as np
@@ -47,6 +47,9 @@ class EncoderLayerWeights:
     w3: np.ndarray  # [Fe, De]  up
     w2: np.ndarray  # [De, Fe]  down
     b2: np.ndarray  # [De]      the encoder's only MLP bias
+    # Not in any checkpoint: this model has no k bias (vLLM adds a zero one, which is harmless). Only
+    # the fault catalogue sets it, to show what a non-zero k bias does (spec §11.5).
+    bk: np.ndarray | None = None  # [He*Dhe]
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,6 @@ def specs_of(group: str) -> list[TensorSpec]:
 def assemble(group: str, arrays: dict[str, np.ndarray]):
     """Build the typed container of a group from field -> array (exactly its fields, no more)."""
     cls = GROUPS[group]
-    names = [f.name for f in fields(cls)]
+    names = [f.name for f in fields(cls) if f.name in arrays or f.default is MISSING]
     assert sorted(names) == sorted(arrays), (group, sorted(arrays))
     return cls(**{n: arrays[n] for n in names})
