@@ -17,6 +17,9 @@ COMMANDS = {
     "synth": ("synth_checkpoint", "write a synthetic checkpoint in the real on-disk format"),
     "inspect": ("inspect_weights", "names, shapes, dtypes, parameter counts and statistics of a checkpoint"),
     "transcribe": ("transcribe", "audio file -> text (offline or streaming), greedy"),
+    "compare": ("compare_tensors", "compare a port's tensors with golden tensors"),
+    "golden": ("golden_cmd", "write golden tensors: every building block, end to end, streaming"),
+    "forward": ("reference_forward", "run the oracle on a golden set's inputs and write a candidate"),
 }
 
 

@@ -1,0 +1,616 @@
+"""Golden tensors: one case per building block, in a port's bring-up order, plus end-to-end cases.
+
+Every tensor here comes out of the same functions the forward pass uses (``layers``, ``encoder``,
+``decoder``, ``forward`` through taps, ``streaming``): there is no second copy of the math. A case is
+a recipe: seeded inputs, the checkpoint weights it uses, and a ``run(inputs, precision)`` that calls
+those functions. The writer runs each case three times on the *stored* inputs (rounded to the storage
+dtype first, so a port fed the stored inputs is judged against exactly what they imply):
+
+    float64   the golden outputs
+    float32   \\  their deviation from float64, per output, is the measured error a float32 / bf16
+    bf16      /  port should expect; tolerances = safety x that (golden/SPEC.md)
+
+Shape legend: N positions, S encoder frames, T mel frames, D/De widths, H/K heads, Dh head dim, V vocab.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import __version__
+from .adapter import adapter
+from .audio import quantize_int16
+from .checkpoint import Checkpoint, read_tensor, write_safetensors
+from .decoder import (
+    ada_norm,
+    decoder_attention,
+    decoder_layer,
+    final_norm,
+    layer_ada_scale,
+    lm_head,
+    time_condition,
+)
+from .encoder import conv_stem, encoder_attention, encoder_layer, encoder_norm
+from .errors import OracleError, where
+from .forward import audio_embeddings, decode_positions
+from .layers import apply_rope, rms_norm, rope_angles, swiglu
+from .mel import log_mel
+from .pipeline import Setup, offline_mel
+from .precision import BF16, BFLOAT16, FLOAT32, FLOAT64, Precision
+from .streaming import Model, StreamingSession, generate_offline
+from .taps import Taps
+from .variant import REFERENCE, Variant
+from .weights import specs_of
+
+SCHEMA_INDEX = "voxtral-oracle.golden/1"
+SCHEMA_CASE = "voxtral-oracle.golden-case/1"
+SAFETY = {"float32": 10.0, "bf16": 4.0}
+PORT_PRECISIONS = {"float32": FLOAT32, "bf16": BFLOAT16}
+STORED = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64), "bf16": BF16}
+SAFETENSORS_NAME = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", BF16: "BF16", np.dtype(np.int64): "I64"}
+STREAM_CHUNK = 1280  # samples per feed in the stream case: one token's worth (80 ms)
+
+CONVENTIONS = {
+    "order": "row-major (C order)",
+    "linear": "PyTorch layout [out, in]: y = x @ W.T (+ b)",
+    "rope": "interleaved pairs on Mistral-layout q/k rows: rows 2i, 2i+1 of each head rotate by pos * theta^(-2i/Dh)",
+    "mel": "[128, T] bins x frames",
+    "encoder_activations": "[S, De] frames x channels (conv outputs transposed the same way)",
+    "decoder_activations": "[N, D]",
+    "logits": "[N, V]",
+    "window": "key j visible to query i iff 0 <= i - j < W",
+    "gqa": "query head h reads kv head floor(h / (H/K))",
+}
+
+
+@dataclass
+class Context:
+    """What a case needs besides its inputs: the model, tokenizer, protocol, audio and options."""
+
+    setup: Setup
+    audio: np.ndarray | None  # 16 kHz float64 samples (already int16-quantized for the offline path)
+    seed: int
+    framing: str = "offline"
+    variant: Variant = REFERENCE  # a fault catalogue entry when producing a faulty candidate
+    mel_floor: str = "global"  # "utterance" only for the per-utterance-max fault
+    _models: dict = field(default_factory=dict)
+
+    @property
+    def ckpt(self) -> Checkpoint:
+        return self.setup.ckpt
+
+    def model(self, p: Precision) -> Model:
+        if p.name not in self._models:
+            self._models[p.name] = Model(self.ckpt, p, variant=self.variant)
+        return self._models[p.name]
+
+    def rng(self, case: str) -> np.random.Generator:
+        return np.random.default_rng([self.seed, int.from_bytes(hashlib.sha256(case.encode()).digest()[:4], "little")])
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    name: str
+    kind: str  # block | e2e | stream
+    description: str
+    oracle_function: str
+    inputs: Callable[[], dict[str, np.ndarray]]  # makes the inputs: float64 (or int64) before storage rounding
+    params: dict
+    weights: list[tuple[str, int | None]]  # (group, layer) whose tensors the case reads
+    run: Callable[[dict[str, np.ndarray], Precision], dict[str, np.ndarray]]  # ordered outputs
+    token_outputs: tuple[str, ...] = ()
+    int_outputs: tuple[str, ...] = ()
+    margins: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None  # aux from f64 outputs
+    prefix_of: Callable[[dict, dict], dict[str, int]] | None = None  # comparable rows per output (streams)
+
+
+# -- the cases ----------------------------------------------------------------------------------
+
+
+def _x(rng, *shape, scale=1.0):
+    return scale * rng.standard_normal(shape)
+
+
+def case_rms_norm(ctx: Context) -> CaseSpec:
+    e = ctx.ckpt.config.encoder
+    def run(i, p):
+        w = ctx.ckpt.encoder_layer(0, p)
+        return {"rms_norm.out": p.store(rms_norm(p.array(i["rms_norm.x"]), w.attn_norm, e.norm_eps))}
+    return CaseSpec("rms_norm", "block", "RMSNorm x * rsqrt(mean(x^2) + eps) * w of random activations with encoder "
+                    "layer 0's attention_norm weight", "oracle.layers.rms_norm",
+                    lambda: {"rms_norm.x": _x(ctx.rng("rms_norm"), 37, e.dim, scale=3.0)}, {"eps": e.norm_eps},
+                    [("enc_layer", 0)], run)
+
+
+def case_rope(ctx: Context) -> CaseSpec:
+    d = ctx.ckpt.config.decoder
+    rng = ctx.rng("rope")
+    pos = np.sort(np.concatenate([[0, 1, 2, 37, 38, 39], rng.integers(0, 20000, 10)])).astype(np.int64)
+    def run(i, p):
+        cos, sin = rope_angles(i["rope.positions"], d.head_dim, d.rope_theta, p.angle_dtype)
+        x = p.array(i["rope.x"])
+        return {"rope.out": p.store(apply_rope(x, p.store(cos.astype(x.dtype)), p.store(sin.astype(x.dtype))))}
+    return CaseSpec("rope", "block", "interleaved RoPE (decoder head dim and theta) at positions up to 20000: "
+                    "angles in float32 drift with position, which the float32 tolerance shows",
+                    "oracle.layers.apply_rope", lambda: {"rope.x": _x(rng, len(pos), d.n_heads, d.head_dim),
+                                                 "rope.positions": pos},
+                    {"head_dim": d.head_dim, "theta": d.rope_theta, "pairing": "interleaved"}, [], run)
+
+
+def case_swiglu(ctx: Context) -> CaseSpec:
+    e = ctx.ckpt.config.encoder
+    def run(i, p):
+        w = ctx.ckpt.encoder_layer(0, p)
+        return {"swiglu.out": p.store(swiglu(p.array(i["swiglu.x"]), w.w1, w.w3, w.w2, w.b2))}
+    return CaseSpec("swiglu", "block", "W2 (SiLU(W1 x) * W3 x) + b2 with encoder layer 0's MLP (the encoder's w2 has a bias)",
+                    "oracle.layers.swiglu", lambda: {"swiglu.x": _x(ctx.rng("swiglu"), 23, e.dim)}, {},
+                    [("enc_layer", 0)], run)
+
+
+def case_time_ada(ctx: Context) -> CaseSpec:
+    d = ctx.ckpt.config.decoder
+    t = ctx.setup.protocol.delay_tokens
+    def run(i, p):
+        w = ctx.ckpt.decoder_layer(0, p)
+        t_cond = time_condition(t, d, p)
+        scale = layer_ada_scale(t_cond, w, p)
+        return {"time_ada.t_cond": t_cond, "time_ada.scale": scale,
+                "time_ada.out": ada_norm(p.array(i["time_ada.h"]), w, scale, d, p)}
+    return CaseSpec("time_ada", "block", f"time embedding of t = {t} delay tokens, decoder layer 0's ADA scale "
+                    "1 + W_up GELU(W_down t_cond), and RMSNorm(h; ffn_norm) * scale",
+                    "oracle.decoder.time_condition, layer_ada_scale, ada_norm",
+                    lambda: {"time_ada.h": _x(ctx.rng("time_ada"), 11, d.dim)}, {"t": t, "theta": 10000.0},
+                    [("dec_layer", 0)], run)
+
+
+def case_conv_stem(ctx: Context) -> CaseSpec:
+    c = ctx.ckpt.config
+    t = 8 * 12
+    mel = ctx.rng("conv_stem").uniform(-0.625, 1.2, (c.audio.num_mel_bins, t))
+    def run(i, p):
+        taps = Taps()
+        out, _ = conv_stem(p.array(i["conv_stem.mel"]), ctx.ckpt.conv(p), p, tap=taps)
+        return {"conv_stem.conv1": taps["enc.conv1.out"], "conv_stem.out": out}
+    return CaseSpec("conv_stem", "block", "causal conv1d 128->De k3 s1 (2 zero frames on the left) + GELU, then "
+                    "De->De k3 s2 (1 zero frame on the left) + GELU; outputs [frames, channels]",
+                    "oracle.encoder.conv_stem", lambda: {"conv_stem.mel": mel}, {"left_pad": [2, 1], "stride": [1, 2]},
+                    [("conv", None)], run)
+
+
+def case_encoder_attention(ctx: Context) -> CaseSpec:
+    e = ctx.ckpt.config.encoder
+    s = e.sliding_window + 13  # past the window, so the mask's lower edge is exercised
+    def run(i, p):
+        w = ctx.ckpt.encoder_layer(0, p)
+        out, _ = encoder_attention(p.array(i["encoder_attention.n"]), np.arange(s), w, e, p)
+        return {"encoder_attention.out": out}
+    return CaseSpec("encoder_attention", "block", f"encoder layer 0 attention on {s} normed frames at positions 0..{s - 1}: "
+                    f"q/v/o biases, no k bias, RoPE theta {e.rope_theta:g}, window {e.sliding_window} keys including self",
+                    "oracle.encoder.encoder_attention", lambda: {"encoder_attention.n": _x(ctx.rng("encoder_attention"), s, e.dim)},
+                    {"positions": f"0..{s - 1}", "window": e.sliding_window}, [("enc_layer", 0)], run)
+
+
+def case_encoder_layer(ctx: Context) -> CaseSpec:
+    e = ctx.ckpt.config.encoder
+    s = e.sliding_window + 13
+    def run(i, p):
+        out, _ = encoder_layer(p.array(i["encoder_layer.x"]), np.arange(s), ctx.ckpt.encoder_layer(0, p), e, p)
+        return {"encoder_layer.out": out}
+    return CaseSpec("encoder_layer", "block", "encoder layer 0: pre-norm attention + residual, pre-norm SwiGLU + residual",
+                    "oracle.encoder.encoder_layer", lambda: {"encoder_layer.x": _x(ctx.rng("encoder_layer"), s, e.dim)},
+                    {"positions": f"0..{s - 1}"}, [("enc_layer", 0)], run)
+
+
+def case_encoder_stack(ctx: Context) -> CaseSpec:
+    e = ctx.ckpt.config.encoder
+    s = e.sliding_window + 13
+    def run(i, p):
+        x, outs = p.array(i["encoder_stack.x"]), {}
+        for layer in range(e.n_layers):
+            x, _ = encoder_layer(x, np.arange(s), ctx.ckpt.encoder_layer(layer, p), e, p)
+            outs[f"encoder_stack.L{layer:02d}"] = x
+        outs["encoder_stack.out"] = encoder_norm(x, ctx.ckpt.encoder_norm(p), e, p)
+        return outs
+    return CaseSpec("encoder_stack", "block", f"all {e.n_layers} encoder layers and the final norm",
+                    "oracle.encoder.encoder_layer, encoder_norm", lambda: {"encoder_stack.x": _x(ctx.rng("encoder_stack"), s, e.dim)},
+                    {"positions": f"0..{s - 1}"}, [("enc_layer", i) for i in range(e.n_layers)] + [("enc_norm", None)], run)
+
+
+def case_adapter(ctx: Context) -> CaseSpec:
+    c = ctx.ckpt.config
+    def run(i, p):
+        return {"adapter.out": adapter(p.array(i["adapter.enc"]), ctx.ckpt.adapter(p), c.downsample_factor, p)}
+    return CaseSpec("adapter", "block", f"group {c.downsample_factor} consecutive encoder frames (row p = frames 4p..4p+3), "
+                    "then W_out GELU(W_in x), no biases", "oracle.adapter.adapter",
+                    lambda: {"adapter.enc": _x(ctx.rng("adapter"), 4 * 9, c.encoder.dim)}, {"factor": c.downsample_factor},
+                    [("adapter", None)], run)
+
+
+def case_token_embedding(ctx: Context) -> CaseSpec:
+    v = ctx.ckpt.config.decoder.vocab_size
+    ids = np.concatenate([[1, 2, 32, 33], ctx.rng("token_embedding").integers(1000, v, 12)]).astype(np.int64)
+    def run(i, p):
+        return {"token_embedding.out": p.store(ctx.ckpt.embedding_rows(i["token_embedding.ids"], p))}
+    return CaseSpec("token_embedding", "block", "rows of the token embedding (BOS, EOS, STREAMING_PAD, STREAMING_WORD, text ids)",
+                    "oracle.checkpoint.Checkpoint.embedding_rows", lambda: {"token_embedding.ids": ids}, {},
+                    [("embedding", None)], run)
+
+
+def case_decoder_attention(ctx: Context) -> CaseSpec:
+    d = ctx.ckpt.config.decoder
+    n = min(d.sliding_window, 64) + 13
+    pos = np.arange(n) if d.sliding_window + 13 == n else np.arange(d.sliding_window - 64, d.sliding_window + 13)
+    def run(i, p):
+        out, _ = decoder_attention(p.array(i["decoder_attention.n"]), pos, ctx.ckpt.decoder_layer(0, p), d, p)
+        return {"decoder_attention.out": out}
+    return CaseSpec("decoder_attention", "block", f"decoder layer 0 GQA ({d.n_heads} query / {d.n_kv_heads} kv heads, "
+                    f"head h reads kv head h // {d.n_heads // d.n_kv_heads}), RoPE theta {d.rope_theta:g}, "
+                    f"window {d.sliding_window}, no biases, positions {pos[0]}..{pos[-1]}",
+                    "oracle.decoder.decoder_attention", lambda: {"decoder_attention.n": _x(ctx.rng("decoder_attention"), n, d.dim)},
+                    {"positions": f"{pos[0]}..{pos[-1]}", "window": d.sliding_window}, [("dec_layer", 0)], run)
+
+
+def case_decoder_layer(ctx: Context) -> CaseSpec:
+    d = ctx.ckpt.config.decoder
+    n = min(d.sliding_window, 64) + 13
+    t = ctx.setup.protocol.delay_tokens
+    def run(i, p):
+        w = ctx.ckpt.decoder_layer(0, p)
+        out, _ = decoder_layer(p.array(i["decoder_layer.x"]), np.arange(n), w,
+                               layer_ada_scale(time_condition(t, d, p), w, p), d, p)
+        return {"decoder_layer.out": out}
+    return CaseSpec("decoder_layer", "block", f"decoder layer 0 with ADA conditioning on t = {t}",
+                    "oracle.decoder.decoder_layer", lambda: {"decoder_layer.x": _x(ctx.rng("decoder_layer"), n, d.dim)},
+                    {"t": t, "positions": f"0..{n - 1}"}, [("dec_layer", 0)], run)
+
+
+def case_decoder_stack(ctx: Context) -> CaseSpec:
+    d = ctx.ckpt.config.decoder
+    n = min(d.sliding_window, 64) + 13
+    t = ctx.setup.protocol.delay_tokens
+    def run(i, p):
+        x, outs = p.array(i["decoder_stack.x"]), {}
+        t_cond = time_condition(t, d, p)
+        for layer in range(d.n_layers):
+            w = ctx.ckpt.decoder_layer(layer, p)
+            x, _ = decoder_layer(x, np.arange(n), w, layer_ada_scale(t_cond, w, p), d, p)
+            outs[f"decoder_stack.L{layer:02d}"] = x
+        outs["decoder_stack.norm"] = final_norm(x, ctx.ckpt.decoder_norm(p), d, p)
+        return outs
+    return CaseSpec("decoder_stack", "block", f"all {d.n_layers} decoder layers (t = {t}) and the final norm",
+                    "oracle.decoder.decoder_layer, final_norm", lambda: {"decoder_stack.x": _x(ctx.rng("decoder_stack"), n, d.dim)},
+                    {"t": t, "positions": f"0..{n - 1}"},
+                    [("dec_layer", i) for i in range(d.n_layers)] + [("dec_norm", None)], run)
+
+
+def case_lm_head(ctx: Context) -> CaseSpec:
+    d = ctx.ckpt.config.decoder
+    def run(i, p):
+        return {"lm_head.logits": lm_head(p.array(i["lm_head.h"]), lambda r: ctx.ckpt.embedding_rows(r, p), d.vocab_size, p)}
+    return CaseSpec("lm_head", "block", "logits = h @ Emb.T over the tied token embedding",
+                    "oracle.decoder.lm_head", lambda: {"lm_head.h": _x(ctx.rng("lm_head"), 5, d.dim)}, {},
+                    [("embedding", None)], run)
+
+
+def _e2e_names(cfg) -> list[str]:
+    return (["mel", "enc.conv1.out", "enc.conv.out"] + [f"enc.L{i:02d}.out" for i in range(cfg.encoder.n_layers)]
+            + ["enc.out", "adapter.out", "dec.in", "dec.t_cond"] + [f"dec.L{i:02d}.out" for i in range(cfg.decoder.n_layers)]
+            + ["dec.norm", "logits"])
+
+
+def _margins(logits: np.ndarray) -> np.ndarray:
+    top2 = np.sort(logits, axis=-1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def case_e2e(ctx: Context) -> CaseSpec:
+    if ctx.audio is None:
+        raise OracleError("the end-to-end cases need audio")
+    proto, cfg = ctx.setup.protocol, ctx.ckpt.config
+    n_prompt = len(proto.prompt)
+    names = _e2e_names(cfg)
+
+    def inputs():
+        """tokens_in = prompt + the float64 greedy tokens (teacher forcing), padded with PAD after an EOS."""
+        audio = ctx.audio.astype(np.float32).astype(np.float64)  # what the stored (float32) input holds
+        mel64 = offline_mel(audio, proto, FLOAT64, quantize=False)
+        n = mel64.shape[1] // cfg.mel_frames_per_token
+        fed = np.concatenate([proto.prompt, generate_offline(ctx.model(FLOAT64), mel64, proto)])[:n]
+        fed = np.concatenate([fed, np.full(n - len(fed), proto.pad, dtype=np.int64)])
+        return {"audio": ctx.audio, "tokens_in": fed.astype(np.int64)}
+
+    def run(i, p):
+        mel = log_mel(proto.pad_offline(i["audio"]).astype(p.dtype), p.dtype, floor=ctx.mel_floor)
+        taps = Taps(*names)
+        audio = audio_embeddings(ctx.ckpt, mel, p, tap=taps, variant=ctx.variant)
+        # A faulty front end (fault catalogue) can give another number of positions than tokens_in has:
+        # a port with that fault decodes its own N, so take as many fed tokens as it has positions.
+        fed = i["tokens_in"][: len(audio)]
+        fed = np.concatenate([fed, np.full(len(audio) - len(fed), proto.pad, dtype=np.int64)])
+        decode_positions(ctx.ckpt, audio, fed, proto.t, p, tap=taps, variant=ctx.variant)
+        out = {k: taps[k] for k in names}
+        out["tokens"] = np.array(generate_offline(ctx.model(p), mel, proto), dtype=np.int64)
+        return out
+
+    def margins(outs):  # generated step k comes from position n_prompt - 1 + k
+        steps = len(outs["tokens"])
+        return {"tokens.margin": _margins(outs["logits"][n_prompt - 1: n_prompt - 1 + steps])}
+
+    return CaseSpec("e2e", "e2e", "offline pipeline: audio -> pad (32 tokens left; alignment + delay + 11 tokens right) "
+                    "-> log-mel -> conv stem -> encoder -> adapter -> A[p] + Emb[tokens_in[p]] -> decoder -> logits "
+                    "(teacher-forced on tokens_in = prompt + golden tokens); tokens = greedy generation (HF generate schedule)",
+                    "oracle.forward.forward, oracle.streaming.generate_offline",
+                    inputs,
+                    {"delay_ms": proto.delay_ms, "delay_tokens": proto.delay_tokens, "prompt_length": n_prompt,
+                     "left_pad_samples": proto.left_pad_samples, "right_pad_samples": proto.right_pad_samples(len(ctx.audio)),
+                     "prompt": [int(t) for t in proto.prompt]},
+                    [("all", None)], run, token_outputs=("tokens",), margins=margins)
+
+
+def case_stream(ctx: Context) -> CaseSpec:
+    if ctx.audio is None:
+        raise OracleError("the streaming case needs audio")
+    proto = ctx.setup.protocol
+    n_prompt = len(proto.prompt)
+
+    def run(i, p):
+        taps = Taps("logits")
+        session = StreamingSession(ctx.model(p), proto, framing=ctx.framing, tap=taps)
+        audio = i["audio"]
+        tokens, emitted, enc_len, dec_len = [], [], [], []
+        feeds = [audio[k:k + STREAM_CHUNK] for k in range(0, len(audio), STREAM_CHUNK)]
+        for step, chunk in enumerate(feeds + [None]):
+            new = session.feed(chunk) if chunk is not None else session.finish()
+            tokens += new
+            emitted += [step] * len(new)
+            enc_len.append(len(session.enc.kv[0]))
+            dec_len.append(len(session.dec.kv[0]))
+        return {"stream.tokens": np.array(tokens, np.int64), "stream.emitted_at": np.array(emitted, np.int64),
+                "stream.logits": taps["logits"], "stream.enc_cache_len": np.array(enc_len, np.int64),
+                "stream.dec_cache_len": np.array(dec_len, np.int64)}
+
+    def margins(outs):
+        steps = len(outs["stream.tokens"])
+        return {"stream.tokens.margin": _margins(outs["stream.logits"][n_prompt - 1: n_prompt - 1 + steps])}
+
+    def prefix(golden, got):
+        """Rows comparable between runs: the logits of positions fed the same tokens."""
+        a, b = golden["stream.tokens"], got["stream.tokens"]
+        same = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
+        return {"stream.logits": n_prompt + same}
+
+    return CaseSpec("stream", "stream", f"streaming session, {ctx.framing} framing, audio fed in chunks of {STREAM_CHUNK} "
+                    "samples then finish(): tokens, the feed index that emitted each, every position's logits "
+                    "(fed its own greedy tokens), and the cache lengths (layer 0) after each feed",
+                    "oracle.streaming.StreamingSession", lambda: {"audio": ctx.audio},
+                    {"chunk_samples": STREAM_CHUNK, "framing": ctx.framing, "delay_ms": proto.delay_ms},
+                    [("all", None)], run, token_outputs=("stream.tokens",),
+                    int_outputs=("stream.emitted_at", "stream.enc_cache_len", "stream.dec_cache_len"),
+                    margins=margins, prefix_of=prefix)
+
+
+CASES: dict[str, Callable[[Context], CaseSpec]] = {
+    "rms_norm": case_rms_norm,
+    "rope": case_rope,
+    "swiglu": case_swiglu,
+    "time_ada": case_time_ada,
+    "conv_stem": case_conv_stem,
+    "encoder_attention": case_encoder_attention,
+    "encoder_layer": case_encoder_layer,
+    "encoder_stack": case_encoder_stack,
+    "adapter": case_adapter,
+    "token_embedding": case_token_embedding,
+    "decoder_attention": case_decoder_attention,
+    "decoder_layer": case_decoder_layer,
+    "decoder_stack": case_decoder_stack,
+    "lm_head": case_lm_head,
+    "e2e": case_e2e,
+    "stream": case_stream,
+}
+
+
+def select_cases(components: str | None) -> list[str]:
+    """A comma-separated list of case names (or None / 'all') -> case names in bring-up order."""
+    if not components or components == "all":
+        return list(CASES)
+    wanted = [c.strip() for c in components.split(",") if c.strip()]
+    unknown = [c for c in wanted if c not in CASES]
+    if unknown:
+        raise OracleError(f"unknown component(s) {', '.join(unknown)}: choose from {', '.join(CASES)}")
+    return [c for c in CASES if c in wanted]
+
+
+# -- running and writing ------------------------------------------------------------------------
+
+
+def stored_inputs(spec: CaseSpec, stored: np.dtype) -> dict[str, np.ndarray]:
+    """Inputs as written to disk (floats rounded to the storage dtype; ints int64)."""
+    return {k: (v.astype(np.int64) if v.dtype.kind in "iu" else v.astype(stored)) for k, v in spec.inputs().items()}
+
+
+def as_float64(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: (v if v.dtype.kind in "iu" else v.astype(np.float64)) for k, v in arrays.items()}
+
+
+def run_case(spec: CaseSpec, inputs: dict[str, np.ndarray], p: Precision) -> dict[str, np.ndarray]:
+    return spec.run(as_float64(inputs), p)
+
+
+def measure_tolerances(spec: CaseSpec, inputs: dict, golden: dict[str, np.ndarray], stored: np.dtype) -> dict:
+    """Per float output and port dtype: the oracle's own deviation from float64, and the tolerance."""
+    eps = {"float32": float(np.finfo(np.float32).eps), "bf16": 2.0 ** -8}  # unit roundoff x2 of each port dtype
+    tol: dict[str, dict] = {k: {} for k in golden if k not in spec.token_outputs and k not in spec.int_outputs}
+    for port, p in PORT_PRECISIONS.items():
+        got = run_case(spec, inputs, p)
+        rows = spec.prefix_of(golden, got) if spec.prefix_of else {}
+        for k in tol:
+            g, a = golden[k], got[k].astype(np.float64)
+            if k in rows:
+                g, a = g[: rows[k]], a[: rows[k]]
+            if g.shape != a.shape:
+                raise AssertionError(f"{spec.name}: {p.name} run gives {k} shape {a.shape}, float64 {g.shape}")
+            dev = float(np.abs(a - g).max()) if g.size else 0.0
+            floor = eps[port] * (float(np.abs(g).max()) if g.size else 1.0)
+            tol[k][port] = {"atol": SAFETY[port] * max(dev, floor), "rtol": 0.0, "measured_max_abs": dev,
+                            "floor": floor, "safety": SAFETY[port]}
+    return tol
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _tensor_sha(arr: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+
+
+def weight_refs(ctx: Context, groups: list[tuple[str, int | None]]) -> dict:
+    if groups == [("all", None)]:
+        return {"all": "every tensor of the checkpoint (see provenance.checkpoint_sha256)"}
+    refs = {}
+    for group, layer in groups:
+        for s in specs_of(group):
+            e = ctx.ckpt.entry(group, layer, s.field)
+            m, h = s.names(layer)
+            refs[m] = {"mistral": m, "hf": h, "dtype": e.dtype, "shape": list(e.shape), "sha256": _tensor_sha(read_tensor(e))}
+    return refs
+
+
+def _layout(name: str, shape: tuple) -> str:
+    legends = {1: "[n]", 2: "[rows, cols]", 3: "[n, heads, head_dim]"}
+    if name == "mel" or name.endswith(".mel"):
+        return "[128, T] bins x frames"
+    if name.endswith("logits"):
+        return "[N, V]"
+    return legends.get(len(shape), f"{len(shape)}-d") + " row-major"
+
+
+def _json_value(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    return x
+
+
+def write_case(spec: CaseSpec, ctx: Context, out_dir: Path, order: int, stored: np.dtype, provenance: dict,
+               progress=None) -> dict:
+    """Run one case three ways and write its directory; returns its index entry."""
+    case_dir = out_dir / f"{order:02d}_{spec.name}"
+    case_dir.mkdir(parents=True, exist_ok=True)
+    inputs = stored_inputs(spec, stored)
+    golden = run_case(spec, inputs, FLOAT64)
+    tolerances = measure_tolerances(spec, inputs, golden, stored)
+    aux = spec.margins(golden) if spec.margins else {}
+
+    def as_stored(k, v):
+        return v.astype(np.int64) if k in spec.token_outputs or k in spec.int_outputs else v.astype(stored)
+
+    tensors = {**inputs, **{k: as_stored(k, v) for k, v in golden.items()}, **{k: v.astype(stored) for k, v in aux.items()}}
+    path = case_dir / "tensors.safetensors"
+    write_safetensors(path, [(k, v.dtype, v.shape, v) for k, v in tensors.items()], metadata={"format": "np"})
+
+    def meta(k, v, kind):
+        m = {"shape": list(v.shape), "dtype": SAFETENSORS_NAME[v.dtype], "layout": _layout(k, v.shape)}
+        if kind:
+            m["kind"] = kind
+        return m
+
+    outputs = {}
+    for k, v in golden.items():
+        kind = "tokens" if k in spec.token_outputs else "int" if k in spec.int_outputs else "float"
+        outputs[k] = meta(k, tensors[k], kind)
+        if kind == "float":
+            outputs[k]["tolerance"] = tolerances[k]
+        if kind == "tokens":
+            outputs[k]["text"] = ctx.setup.tekken.decode([int(t) for t in v])
+    manifest = {
+        "schema": SCHEMA_CASE,
+        "name": spec.name,
+        "order": order,
+        "kind": spec.kind,
+        "description": spec.description,
+        "oracle_function": spec.oracle_function,
+        "file": "tensors.safetensors",
+        "sha256": sha256_file(path),
+        "params": {k: _json_value(v) for k, v in spec.params.items()},
+        "weights": weight_refs(ctx, spec.weights),
+        "inputs": {k: meta(k, v, None) for k, v in inputs.items()},
+        "outputs": outputs,
+        "aux": {k: meta(k, tensors[k], "float") for k in aux},
+        "conventions": CONVENTIONS,
+        "provenance": provenance,
+    }
+    text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
+    (case_dir / "manifest.json").write_text(text, encoding="utf-8")
+    return {"name": spec.name, "dir": case_dir.name, "kind": spec.kind,
+            "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+
+
+def provenance_for(ctx: Context, checkpoint_label: str, audio_label: str | None, audio_sha: str | None,
+                   stored_name: str, command: str) -> dict:
+    files = {f.name: sha256_file(f) for f in ctx.ckpt.files}
+    tk = Path(ctx.ckpt.directory) / "tekken.json"
+    return {
+        "oracle_version": __version__,
+        "numpy_version": np.__version__,
+        "python_version": platform.python_version(),
+        "checkpoint": checkpoint_label,
+        "checkpoint_layout": ctx.ckpt.layout,
+        "checkpoint_sha256": files,
+        "tekken_sha256": sha256_file(tk) if tk.exists() else None,
+        "audio": audio_label,
+        "audio_sha256": audio_sha,
+        "seed": ctx.seed,
+        "compute_dtype": "float64",
+        "stored_dtype": stored_name,
+        "framing": ctx.framing,
+        "delay_ms": ctx.setup.protocol.delay_ms,
+        "command": command,
+    }
+
+
+def write_golden_set(ctx: Context, out_dir: str | Path, cases: list[str], stored_name: str, provenance: dict,
+                     progress=None) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if stored_name not in STORED:
+        raise OracleError(f"unknown golden dtype {stored_name!r}: choose one of {', '.join(STORED)}")
+    entries = []
+    for k, name in enumerate(cases):
+        entries.append(write_case(CASES[name](ctx), ctx, out, k + 1, STORED[stored_name], provenance))
+        if progress:
+            progress(k + 1, len(cases), name)
+    index = {"schema": SCHEMA_INDEX, "cases": entries, "provenance": provenance}
+    (out / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return out
+
+
+def replay(ctx: Context, case_name: str, inputs: dict[str, np.ndarray], p: Precision) -> dict[str, np.ndarray]:
+    """Run a case on given (golden) inputs in precision ``p``: what the `forward` tool writes as a candidate."""
+    return run_case(CASES[case_name](ctx), inputs, p)
+
+
+def offline_audio(audio: np.ndarray) -> np.ndarray:
+    """The audio the end-to-end cases store: int16-quantized as the offline reference path does (spec §2.1)."""
+    return quantize_int16(audio)
+
+
+def with_config_change(ckpt: Checkpoint, **encoder_or_decoder) -> Checkpoint:
+    """A view of ``ckpt`` with config fields replaced (e.g. a window one key wider): fault experiments."""
+    cfg = ckpt.config
+    enc = {k[4:]: v for k, v in encoder_or_decoder.items() if k.startswith("enc_")}
+    dec = {k[4:]: v for k, v in encoder_or_decoder.items() if k.startswith("dec_")}
+    cfg = replace(cfg, encoder=replace(cfg.encoder, **enc), decoder=replace(cfg.decoder, **dec))
+    return Checkpoint(ckpt.directory, ckpt.layout, cfg, ckpt.index, ckpt._names)

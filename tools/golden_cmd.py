@@ -1,0 +1,67 @@
+"""Write golden tensors: one case per building block in bring-up order, plus end-to-end and streaming.
+
+    voxtral-oracle golden [CKPT] [--audio AUDIO] --out DIR [--dtype float32|float64|bf16]
+                          [--components LIST] [--framing offline|vllm] [--delay-ms N] [--seed N]
+
+Without CKPT / --audio: the built-in tiny checkpoint and speech clip (the project's main job).
+Values are computed in float64 and stored in --dtype (default float32); tolerances for float32 and
+bf16 ports are measured by re-running every case in those precisions (golden/SPEC.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from oracle import builtin
+from oracle.audio import load_audio
+from oracle.golden import STORED, Context, offline_audio, provenance_for, select_cases, write_golden_set
+from oracle.pipeline import load_setup
+from oracle.streaming import FRAMINGS
+
+from oracle_tools.progress import Progress
+
+
+def add_arguments(p) -> None:
+    p.add_argument("checkpoint", metavar="CKPT", nargs="?", help="checkpoint directory (default: built-in tiny)")
+    p.add_argument("--audio", metavar="AUDIO", help="audio file for the end-to-end cases (default: built-in clip)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--dtype", choices=list(STORED), default="float32", help="stored dtype (computed in float64)")
+    p.add_argument("--components", metavar="LIST", help="comma-separated case names (default: all)")
+    p.add_argument("--framing", choices=FRAMINGS, default="offline", help="framing of the streaming case")
+    p.add_argument("--delay-ms", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random block inputs")
+    p.add_argument("--quiet", action="store_true")
+
+
+def context_from(checkpoint: str | None, audio: str | None, delay_ms, seed: int, framing: str):
+    ckpt_path = checkpoint or builtin.tiny_checkpoint()
+    audio_path = audio or builtin.speech_clip()
+    setup = load_setup(ckpt_path, delay_ms)
+    samples = offline_audio(load_audio(audio_path, setup.ckpt.config.audio.sampling_rate))
+    ctx = Context(setup, samples, seed, framing)
+    labels = ("builtin:tiny" if checkpoint is None else str(checkpoint),
+              "builtin:clip.wav" if audio is None else str(audio),
+              hashlib.sha256(Path(audio_path).read_bytes()).hexdigest())
+    return ctx, labels
+
+
+def run(args) -> int:
+    cases = select_cases(args.components)
+    ctx, (ckpt_label, audio_label, audio_sha) = context_from(args.checkpoint, args.audio, args.delay_ms, args.seed,
+                                                             args.framing)
+    parts = ["voxtral-oracle golden"] + ([ckpt_label] if args.checkpoint else [])
+    parts += ([f"--audio {audio_label}"] if args.audio else []) + ["--out <DIR>", f"--dtype {args.dtype}"]
+    parts += ([f"--components {','.join(cases)}"] if args.components else [])
+    parts += [f"--framing {args.framing}", f"--delay-ms {ctx.setup.protocol.delay_ms}", f"--seed {args.seed}"]
+    prov = provenance_for(ctx, ckpt_label, audio_label, audio_sha, args.dtype, " ".join(parts))
+    progress = Progress("golden", enabled=False if args.quiet else None)
+    out = write_golden_set(ctx, args.out, cases, args.dtype, prov, progress=progress)
+    print(f"wrote {len(cases)} cases to {out} ({', '.join(cases)})")
+    return 0
+
+
+if __name__ == "__main__":
+    from oracle_tools.cli import run_as_script
+
+    run_as_script("golden")
