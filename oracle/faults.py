@@ -84,6 +84,7 @@ def symmetric_conv_stem(mel, w, p: Precision, state=None, tap=no_tap):
 
 def ada_before_attention_layer(x, positions, w, scale, cfg, p: Precision, past=None, tap=no_tap, name="dec.L00"):
     """ADA scale applied to the attention norm instead of the pre-FFN norm (spec §11.6)."""
+    tap(f"{name}.ada_scale", scale[None, :])
     n = p.store(p.store(rms_norm(x, w.attn_norm, cfg.norm_eps)) * scale)
     attn_out, kv = decoder_attention(n, positions, w, cfg, p, past=past, tap=tap, name=name)
     h = p.store(x + attn_out)

@@ -20,6 +20,7 @@ COMMANDS = {
     "compare": ("compare_tensors", "compare a port's tensors with golden tensors"),
     "golden": ("golden_cmd", "write golden tensors: every building block, end to end, streaming"),
     "forward": ("reference_forward", "run the oracle on a golden set's inputs and write a candidate"),
+    "trace38": ("trace38", "the position-38 trace, with every known porting mistake injected"),
 }
 
 
