@@ -1,0 +1,58 @@
+"""Compare a port's tensors with golden tensors: where does the port first diverge, and by how much.
+
+    voxtral-oracle compare GOLDEN_DIR CANDIDATE [--json F] [--markdown F] [--only GLOB]
+                           [--port-dtype float32|bf16] [--tekken PATH]
+    python tools/compare_tensors.py GOLDEN_DIR CANDIDATE ...
+
+GOLDEN_DIR is a golden set (index.json) or one case directory (manifest.json); CANDIDATE a safetensors
+file or a directory of .safetensors/.npy files named like the golden outputs (golden/SPEC.md). Prints a
+table in pipeline order and, last, one verdict line. Exit codes: 0 pass, 1 tolerance failure,
+2 structural failure (missing tensor, shape, dtype kind, NaN/Inf, golden checksum), 3 usage or I/O.
+The metrics are defined in oracle/compare.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from oracle.compare import PORT_DTYPES, compare, load_candidate, load_golden
+from oracle.errors import OracleError, where
+
+USAGE_EXIT_CODE = 3  # argparse usage errors exit 3 (1 and 2 are verdicts)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("golden", metavar="GOLDEN_DIR", help="golden set (index.json) or one case dir (manifest.json)")
+    p.add_argument("candidate", metavar="CANDIDATE", help="safetensors file, or a directory of .safetensors/.npy files")
+    p.add_argument("--json", metavar="F", help="also write the full report as JSON to F")
+    p.add_argument("--markdown", metavar="F", help="also write the report as GitHub-flavoured Markdown to F")
+    p.add_argument("--only", metavar="GLOB", action="append",
+                   help="compare only outputs whose name (or case/name) matches; repeatable")
+    p.add_argument("--port-dtype", choices=PORT_DTYPES, default="float32",
+                   help="which golden tolerances apply (default float32)")
+    p.add_argument("--tekken", metavar="PATH", help="tekken.json for token text (default: the golden provenance's)")
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise OracleError(where(path, f"cannot write: {err.strerror or err}"), exit_code=3) from None
+
+
+def run(args) -> int:
+    golden = load_golden(args.golden)
+    candidate = load_candidate(args.candidate)
+    report = compare(golden, candidate, port_dtype=args.port_dtype, only=args.only, tekken=args.tekken)
+    if args.json:
+        _write(args.json, report.to_json() + "\n")
+    if args.markdown:
+        _write(args.markdown, report.markdown())
+    print(report.text())
+    return report.exit_code
+
+
+if __name__ == "__main__":
+    from oracle_tools.cli import run_as_script
+
+    run_as_script("compare")
