@@ -29,7 +29,7 @@ from .checkpoint import Checkpoint
 from .config import CONV_KERNEL
 from .decoder import decoder_attention
 from .encoder import ConvState
-from .layers import conv1d, gelu, rms_norm, swiglu
+from .layers import conv1d, gelu, rms_norm, rope_angles, rope_rotate_half, swiglu
 from .precision import Precision
 from .taps import no_tap
 from .variant import REFERENCE, Variant
@@ -264,6 +264,12 @@ def faulty_outputs(key: str, ctx, case: str, inputs: dict[str, np.ndarray], p: P
     faulty = inject(key, ctx, original_audio)
     if key == "mel_unquantized" and "audio" in inputs:
         inputs = {**inputs, "audio": faulty.audio}
+    if key == "rope_rotate_half" and case == "rope":
+        # The block case hands the port raw vectors, not weights: its rotate-half RoPE shows directly.
+        d = ctx.ckpt.config.decoder
+        cos, sin = rope_angles(inputs["rope.positions"], d.head_dim, d.rope_theta, p.angle_dtype)
+        x = p.array(np.asarray(inputs["rope.x"], np.float64))
+        return {"rope.out": p.store(rope_rotate_half(x, p.store(cos.astype(x.dtype)), p.store(sin.astype(x.dtype))))}
     return replay(faulty, case, inputs, p)
 
 
@@ -279,3 +285,159 @@ def inject(key: str, ctx, original_audio: np.ndarray | None = None):
             raise ValueError("mel_unquantized needs the original (unquantized) audio")
         return replace(ctx, audio=np.asarray(original_audio, np.float64), _models={})
     return fault.inject(ctx)
+
+
+# -- diagnosis: which catalogue entries a compare report looks like -------------------------------
+
+CATALOGUE_DOC = "docs/trace38/report.md#8-the-fault-catalogue"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the first diverging tensor looks like, measured on the arrays (not on report prose)."""
+
+    stage: str
+    status: str  # compare status: SHAPE, FAIL, ...
+    golden_shape: tuple
+    candidate_shape: tuple | None
+    first_row: int | None = None  # first row (axis 0) with an element beyond tolerance
+    failing_rows: int | None = None
+    rows: int | None = None
+    shifted_ahead: bool = False  # candidate[i] == golden[i + 1]: reads one frame ahead
+    floor_fraction: float | None = None  # mel: share of failing elements where the golden is at the floor
+    max_abs: float | None = None
+    audio_shift: bool = False  # dec.in: candidate - golden == A[p-1] - A[p] (golden adapter.out)
+
+
+def _status_of(report, name):
+    t = next((t for t in report.tensors if t.name == name), None)  # None: not compared
+    return None if t is None else t.status
+
+
+def evidence(first, golden, candidate: dict) -> Evidence:
+    """Measure what the failing tensor ``first`` (a compare TensorResult) looks like."""
+    out = next((o for _, o in golden.outputs() if o.name == first.name and o.case == first.case), None)
+    cand = candidate.get(first.candidate_key or first.name)
+    g_shape = tuple(first.shape)
+    c_shape = tuple(cand.shape) if cand is not None else None
+    ev = Evidence(first.name, first.status, g_shape, c_shape)
+    if out is None or cand is None or first.status != "FAIL" or out.kind != "float" or cand.shape != g_shape:
+        return ev
+    g = np.asarray(out.array(), np.float64)
+    a = np.asarray(cand, np.float64)
+    tol = (first.tolerance or {}).get("atol", 0.0)
+    bad = np.abs(a - g) > tol
+    rows_bad = bad.reshape(bad.shape[0], -1).any(axis=1) if bad.ndim > 1 else bad
+    fields = dict(first_row=int(np.argmax(rows_bad)), failing_rows=int(rows_bad.sum()), rows=int(len(rows_bad)),
+                  max_abs=float(np.abs(a - g).max()))
+    if g.ndim == 2 and g.shape[0] > 2:
+        fields["shifted_ahead"] = bool(np.abs(a[:-1] - g[1:]).max() <= tol)
+    if first.name == "mel":
+        fields["floor_fraction"] = float((np.abs(g[bad] - g.min()) < 1e-6).mean()) if bad.any() else 0.0
+    if first.name == "dec.in":
+        ad = next((o for _, o in golden.outputs() if o.name == "adapter.out" and o.case == first.case), None)
+        if ad is not None:
+            A = np.asarray(ad.array(), np.float64)
+            if A.shape == g.shape:
+                fields["audio_shift"] = bool(np.abs((a - g) - (shift_audio(A) - A)).max() <= tol * 4)
+    return replace(ev, **fields)
+
+
+def first_failures(report) -> list:
+    """The first failing tensor overall and the first of each case (block cases isolate a mistake; the
+    end-to-end case shows where it enters the pipeline)."""
+    seen, firsts = set(), []
+    for t in report.failing:
+        if t.case not in seen:
+            seen.add(t.case)
+            firsts.append(t)
+    return firsts
+
+
+def _windows(golden) -> tuple[int | None, int | None, int | None]:
+    for case in golden.cases:
+        params = case.manifest.get("params", {})
+        if "encoder_window" in params:
+            return params["encoder_window"], params["decoder_window"], params.get("prompt_length")
+    return None, None, None
+
+
+def diagnose(report, golden, candidate: dict) -> list[dict]:
+    """Up to three catalogue entries whose signature the report matches, best first, with the evidence."""
+    firsts = first_failures(report)
+    if not firsts:
+        return []
+    w_enc, w_dec, n_prompt = _windows(golden)
+    rope_status = _status_of(report, "rope.out")
+    scale_status = _status_of(report, "time_ada.scale")
+    scores: dict[str, tuple[float, str]] = {}
+
+    def score(key, value, why):
+        if value > scores.get(key, (0.0, ""))[0]:
+            scores[key] = (value, why)
+
+    for first in firsts:
+        _score_evidence(evidence(first, golden, candidate), score, report, w_enc, w_dec, n_prompt, rope_status,
+                        scale_status)
+    ranked = sorted(((v, k, why) for k, (v, why) in scores.items() if v >= 0.5), key=lambda t: (-t[0], t[1]))[:3]
+    return [{"key": k, "title": FAULTS[k].title, "score": round(v, 2), "evidence": why,
+             "separate": FAULTS[k].separate, "see": f"{CATALOGUE_DOC} ({k})"} for v, k, why in ranked]
+
+
+def _score_evidence(ev: Evidence, score, report, w_enc, w_dec, n_prompt, rope_status, scale_status) -> None:
+    stage, st = ev.stage, ev.status
+    is_enc_layer = stage.startswith("enc.L") or stage in ("encoder_attention.out", "encoder_layer.out") \
+        or stage.startswith("encoder_stack.")
+    if st == "SHAPE" and ev.candidate_shape and len(ev.candidate_shape) == len(ev.golden_shape):
+        if ev.candidate_shape[0] * 2 == ev.golden_shape[0] and stage in ("enc.conv1.out", "enc.conv.out", "conv_stem.conv1",
+                                                                         "conv_stem.out", "enc.out", "adapter.out"):
+            score("stem_stride2_symmetric", 1.0, f"{stage} has {ev.candidate_shape[0]} frames instead of {ev.golden_shape[0]}: "
+                  "a stride-2 conv where conv1 has stride 1")
+        if stage in ("tokens", "stream.tokens") and ev.candidate_shape[0] == ev.golden_shape[0] + 1:
+            score("prompt_38", 1.0, "one more generated token than the golden: the prompt is one token short")
+    if stage in ("enc.conv1.out", "conv_stem.conv1") and st == "FAIL":
+        if ev.shifted_ahead:
+            score("stem_symmetric_padding", 1.0, f"{stage}[i] equals the golden's [i + 1]: conv1 reads one frame ahead")
+        else:
+            score("stem_symmetric_padding", 0.5, f"{stage} differs from row {ev.first_row}")
+    if stage in ("tokens", "stream.tokens") and st == "FAIL":
+        score("prompt_38", 0.6, "tokens differ while every tensor before them passes")
+    if stage == "mel" and st == "FAIL":
+        if (ev.floor_fraction or 0) > 0.5:
+            score("mel_utterance_max", 1.0, f"{ev.floor_fraction:.0%} of the failing mel elements sit at the golden's floor")
+        else:
+            score("mel_unquantized", 0.9 if (ev.max_abs or 1) < 0.2 else 0.5,
+                  f"small mel differences (max {ev.max_abs:.2g}) spread over the spectrogram, not at the floor")
+            score("mel_utterance_max", 0.4, "the mel differs")
+    if stage == "dec.in" and st == "FAIL":
+        if n_prompt and ev.failing_rows == 1 and ev.first_row == n_prompt - 1:
+            score("no_audio_last_prompt", 1.0, f"only row {ev.first_row} (the last prompt position) of dec.in differs")
+        if ev.audio_shift:
+            score("audio_shift", 1.0, "dec.in - golden equals the golden audio embeddings shifted by one position")
+        elif (ev.failing_rows or 0) > 1:
+            score("audio_shift", 0.5, f"dec.in differs on {ev.failing_rows} rows while adapter.out passes")
+    if stage == "dec.t_cond" and st == "FAIL":
+        score("tcond_wrong_delay", 1.0, f"{stage} differs: the time embedding is built from another t")
+    if stage == "rope.out" and st == "FAIL":
+        score("rope_rotate_half", 0.9 if ev.first_row != 0 else 0.6,
+              "the rope block case fails" + (" from row 1 (row 0 is position 0, the identity)" if ev.first_row else ""))
+    if stage == "time_ada.scale" and st == "FAIL":
+        score("ada_dropped", 1.0, "time_ada.scale fails: the (1 + W_up GELU(W_down t_cond)) term is not computed")
+    if is_enc_layer and st == "FAIL":
+        if w_enc is not None and ev.first_row == w_enc and stage.startswith("enc.L"):
+            score("window_plus_one", 1.0, f"{stage} is exact before row {w_enc} (the encoder window) and differs from it on")
+        if ev.first_row == 1:
+            sep = {"FAIL": (1.0, 0.3), "ok": (0.3, 1.0)}.get(rope_status, (0.8, 0.8))
+            tail = (f"; the rope case {'fails' if rope_status == 'FAIL' else 'passes'}" if rope_status else
+                    "; run the rope block case to tell rotate-half RoPE from a k bias")
+            score("rope_rotate_half", sep[0], f"{stage} is exact at row 0 (position 0) and differs from row 1" + tail)
+            score("k_bias", sep[1], f"{stage} is exact at row 0 (a query attending only to itself) and differs from row 1" + tail)
+    if stage.startswith("dec.L") and st == "FAIL":
+        if w_dec is not None and ev.first_row == w_dec:
+            score("window_plus_one", 1.0, f"{stage} is exact before row {w_dec} (the decoder window) and differs from it on")
+        if ev.first_row == 0 and _status_of(report, "dec.t_cond") in (None, "ok"):
+            sep = {"FAIL": (0.3, 1.0), "ok": (1.0, 0.3)}.get(scale_status, (0.8, 0.8))
+            tail = (f"; time_ada.scale {'fails' if scale_status == 'FAIL' else 'passes'}" if scale_status else
+                    "; run the time_ada block case to tell a misplaced ADA from a dropped one")
+            score("ada_before_attention", sep[0], f"{stage} differs at every row while dec.in and dec.t_cond pass" + tail)
+            score("ada_dropped", sep[1], f"{stage} differs at every row while dec.in and dec.t_cond pass" + tail)

@@ -109,6 +109,7 @@ class CaseSpec:
     int_outputs: tuple[str, ...] = ()
     margins: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None  # aux from f64 outputs
     prefix_of: Callable[[dict, dict], dict[str, int]] | None = None  # comparable rows per output (streams)
+    rows_follow: dict = field(default_factory=dict)  # output -> {"tokens": name, "offset": P}: rows fed generated tokens
 
 
 # -- the cases ----------------------------------------------------------------------------------
@@ -223,13 +224,13 @@ def case_encoder_stack(ctx: Context) -> CaseSpec:
                     {"positions": f"0..{s - 1}"}, [("enc_layer", i) for i in range(e.n_layers)] + [("enc_norm", None)], run)
 
 
-def case_adapter(ctx: Context) -> CaseSpec:
+def case_projector(ctx: Context) -> CaseSpec:
     c = ctx.ckpt.config
     def run(i, p):
-        return {"adapter.out": adapter(p.array(i["adapter.enc"]), ctx.ckpt.adapter(p), c.downsample_factor, p)}
-    return CaseSpec("adapter", "block", f"group {c.downsample_factor} consecutive encoder frames (row p = frames 4p..4p+3), "
+        return {"projector.out": adapter(p.array(i["projector.enc"]), ctx.ckpt.adapter(p), c.downsample_factor, p)}
+    return CaseSpec("projector", "block", f"group {c.downsample_factor} consecutive encoder frames (row p = frames 4p..4p+3), "
                     "then W_out GELU(W_in x), no biases", "oracle.adapter.adapter",
-                    lambda: {"adapter.enc": _x(ctx.rng("adapter"), 4 * 9, c.encoder.dim)}, {"factor": c.downsample_factor},
+                    lambda: {"projector.enc": _x(ctx.rng("adapter"), 4 * 9, c.encoder.dim)}, {"factor": c.downsample_factor},
                     [("adapter", None)], run)
 
 
@@ -349,6 +350,7 @@ def case_e2e(ctx: Context) -> CaseSpec:
                     "oracle.forward.forward, oracle.streaming.generate_offline",
                     inputs,
                     {"delay_ms": proto.delay_ms, "delay_tokens": proto.delay_tokens, "prompt_length": n_prompt,
+                     "encoder_window": cfg.encoder.sliding_window, "decoder_window": cfg.decoder.sliding_window,
                      "left_pad_samples": proto.left_pad_samples, "right_pad_samples": proto.right_pad_samples(len(ctx.audio)),
                      "prompt": [int(t) for t in proto.prompt]},
                     [("all", None)], run, token_outputs=("tokens",), margins=margins)
@@ -393,7 +395,8 @@ def case_stream(ctx: Context) -> CaseSpec:
                     {"chunk_samples": STREAM_CHUNK, "framing": ctx.framing, "delay_ms": proto.delay_ms},
                     [("all", None)], run, token_outputs=("stream.tokens",),
                     int_outputs=("stream.emitted_at", "stream.enc_cache_len", "stream.dec_cache_len"),
-                    margins=margins, prefix_of=prefix)
+                    margins=margins, prefix_of=prefix,
+                    rows_follow={"stream.logits": {"tokens": "stream.tokens", "offset": n_prompt}})
 
 
 CASES: dict[str, Callable[[Context], CaseSpec]] = {
@@ -405,7 +408,7 @@ CASES: dict[str, Callable[[Context], CaseSpec]] = {
     "encoder_attention": case_encoder_attention,
     "encoder_layer": case_encoder_layer,
     "encoder_stack": case_encoder_stack,
-    "adapter": case_adapter,
+    "projector": case_projector,
     "token_embedding": case_token_embedding,
     "decoder_attention": case_decoder_attention,
     "decoder_layer": case_decoder_layer,
@@ -535,6 +538,8 @@ def write_case(spec: CaseSpec, ctx: Context, out_dir: Path, order: int, stored: 
             outputs[k]["tolerance"] = tolerances[k]
         if kind == "tokens":
             outputs[k]["text"] = ctx.setup.tekken.decode([int(t) for t in v])
+        if k in spec.rows_follow:
+            outputs[k]["rows_follow"] = spec.rows_follow[k]
     manifest = {
         "schema": SCHEMA_CASE,
         "name": spec.name,
