@@ -50,12 +50,39 @@ VLLM_LOOK_AHEAD = 40  # samples after it (2.5 ms)
 FRAMINGS = ("offline", "vllm")
 
 
+def resident_bytes(ckpt: Checkpoint, p: Precision) -> int:
+    """Bytes of every layer converted to the compute dtype (the embedding stays memory-mapped)."""
+    n = sum(int(np.prod(e.shape)) for (g, _, _), name in ckpt._names.items() if g != "embedding"
+            for e in [ckpt.index[name]])
+    return n * p.dtype.itemsize
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), in bytes; None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def choose_resident(ckpt: Checkpoint, p: Precision, budget: float = 0.8) -> bool:
+    """Keep converted weights resident when they fit in ``budget`` of the available memory (the full model:
+    16 GB in float32 fits a 24 GB machine, 32 GB in float64 does not and is streamed layer by layer)."""
+    avail = available_memory()
+    return avail is None or resident_bytes(ckpt, p) <= budget * avail
+
+
 class Model:
     """Config + typed weights in one precision. ``resident=True`` converts every layer once and keeps it
     (fast decoding); ``resident=False`` re-reads a layer from the checkpoint each time it is used
-    (small: one layer in memory at a time)."""
+    (small: one layer in memory at a time); ``None`` chooses by available memory (``choose_resident``)."""
 
-    def __init__(self, ckpt: Checkpoint, p: Precision, resident: bool = True, variant: Variant = REFERENCE):
+    def __init__(self, ckpt: Checkpoint, p: Precision, resident: bool | None = None, variant: Variant = REFERENCE):
+        resident = choose_resident(ckpt, p) if resident is None else resident
         self.ckpt, self.p, self.resident, self.variant = ckpt, p, resident, variant
         self.config = ckpt.config
         self._cache: dict = {}

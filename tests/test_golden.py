@@ -248,3 +248,23 @@ def test_forward_and_compare_cli(fresh, tmp_path, capsys):
     assert code == 0 and out.strip().splitlines()[-1].startswith("PASS")
     assert (tmp_path / "r.md").read_text().count("|") > 10
     assert json.loads((tmp_path / "r.json").read_text())["exit_code"] == 0
+
+
+def test_comparator_selftest_is_current(tmp_path, capsys):
+    """golden/selftest (for a port's own comparator) regenerates byte for byte and compare agrees with it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_selftest", Path(__file__).parents[1] / "tools" / "make_selftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.build(tmp_path / "st")
+    committed = Path(__file__).parents[1] / "golden" / "selftest"
+    assert files(tmp_path / "st") == files(committed)
+    expected = json.loads((committed / "expected.json").read_text())
+    code = main(["compare", str(committed / "set"), str(committed / "candidate.safetensors"), "--json", str(tmp_path / "r.json")])
+    assert code == expected["exit_code"] == 1
+    got = json.loads((tmp_path / "r.json").read_text())
+    fail = next(t for t in got["tensors"] if t["name"] == "selftest.fail")
+    assert fail["metrics"]["mismatched"] == 2 and fail["metrics"]["first_mismatch_index"] == [0, 1]
+    assert fail["metrics"]["max_abs_index"] == [1, 3]
+    assert capsys.readouterr().out.strip().splitlines()[-1] == expected["verdict"]
