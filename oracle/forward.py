@@ -21,7 +21,7 @@ from .variant import REFERENCE, Variant
 
 
 def audio_embeddings(ckpt: Checkpoint, mel: np.ndarray, p: Precision, tap=no_tap,
-                     variant: Variant = REFERENCE) -> np.ndarray:
+                     variant: Variant = REFERENCE, progress=None) -> np.ndarray:
     """A = adapter(encoder(conv_stem(mel))).  [M, 8N] -> [N, D]."""
     cfg = ckpt.config
     assert mel.ndim == 2 and mel.shape[0] == cfg.audio.num_mel_bins, mel.shape
@@ -33,12 +33,14 @@ def audio_embeddings(ckpt: Checkpoint, mel: np.ndarray, p: Precision, tap=no_tap
     positions = np.arange(x.shape[0], dtype=np.int64)
     for i in range(cfg.encoder.n_layers):
         x, _ = encoder_layer(x, positions, ckpt.encoder_layer(i, p), cfg.encoder, p, tap=tap, name=f"enc.L{i:02d}")
+        if progress:
+            progress(i + 1, cfg.encoder.n_layers, f"encoder layer {i}")
     x = encoder_norm(x, ckpt.encoder_norm(p), cfg.encoder, p, tap=tap)
     return adapter(x, ckpt.adapter(p), cfg.downsample_factor, p, tap=tap)
 
 
 def decode_positions(ckpt: Checkpoint, audio: np.ndarray, tokens: np.ndarray, delay_tokens: float, p: Precision,
-                     tap=no_tap, variant: Variant = REFERENCE) -> np.ndarray:
+                     tap=no_tap, variant: Variant = REFERENCE, progress=None) -> np.ndarray:
     """The decoder over N positions given their audio embeddings and token ids. -> logits [N, V]."""
     cfg = ckpt.config.decoder
     tokens = np.asarray(tokens, dtype=np.int64)
@@ -51,13 +53,15 @@ def decode_positions(ckpt: Checkpoint, audio: np.ndarray, tokens: np.ndarray, de
         w = ckpt.decoder_layer(i, p)
         x, _ = variant.decoder_layer(x, positions, w, layer_ada_scale(t_cond, w, p), cfg, p, tap=tap,
                                      name=f"dec.L{i:02d}")
+        if progress:
+            progress(i + 1, cfg.n_layers, f"decoder layer {i}")
     x = final_norm(x, ckpt.decoder_norm(p), cfg, p, tap=tap)
     return lm_head(x, lambda rows: ckpt.embedding_rows(rows, p), cfg.vocab_size, p, tap=tap)
 
 
 def forward(ckpt: Checkpoint, mel: np.ndarray, tokens: np.ndarray, delay_tokens: float, p: Precision,
-            tap=no_tap, variant: Variant = REFERENCE) -> np.ndarray:
+            tap=no_tap, variant: Variant = REFERENCE, progress=None) -> np.ndarray:
     """Offline forward: mel [M, 8N] and token ids [N] -> logits [N, V] (HF ``model(input_ids,
     input_features, num_delay_tokens)``)."""
-    audio = audio_embeddings(ckpt, mel, p, tap=tap, variant=variant)
-    return decode_positions(ckpt, audio, tokens, delay_tokens, p, tap=tap, variant=variant)
+    audio = audio_embeddings(ckpt, mel, p, tap=tap, variant=variant, progress=progress)
+    return decode_positions(ckpt, audio, tokens, delay_tokens, p, tap=tap, variant=variant, progress=progress)

@@ -162,17 +162,20 @@ def conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, history: np
 # -- time conditioning --------------------------------------------------------------------------
 
 
-def time_embedding(t: float, dim: int, dtype, theta: float = 10000.0) -> np.ndarray:
+def time_embedding(t: float, dim: int, dtype, theta: float = 10000.0, store=None) -> np.ndarray:
     """Sinusoidal embedding of the delay t (in tokens): [cos(t f_j), sin(t f_j)], f_j = theta^(−j/(dim/2)).
 
     -> [dim]. First half cos, second half sin (HF ``VoxtralRealtimeTimeEmbedding``). The references
-    build f_j in float32 and then cast to the model dtype (spec §5.3); ``dtype`` float64 is exact.
+    build f_j in float32, cast it to the model dtype, and multiply and take cos/sin in that dtype
+    (spec §5.3). ``store`` is where a BF16 model rounds (f_j, t·f_j, the result): in bf16 that moves
+    t_cond by up to 0.024 at dim 3072. None (float32/float64): no rounding.
     """
+    store = store or (lambda x: x)
     dtype = np.dtype(dtype)
     half = dim // 2
-    inv_freq = np.exp(-np.log(dtype.type(theta)) * np.arange(half, dtype=dtype) / dtype.type(half))
-    emb = dtype.type(t) * inv_freq
-    return np.concatenate([np.cos(emb), np.sin(emb)])
+    inv_freq = store(np.exp(-np.log(dtype.type(theta)) * np.arange(half, dtype=dtype) / dtype.type(half)))
+    emb = store(dtype.type(t) * inv_freq)
+    return store(np.concatenate([np.cos(emb), np.sin(emb)]))
 
 
 def ada_scale(t_cond: np.ndarray, down: np.ndarray, up: np.ndarray) -> np.ndarray:

@@ -51,16 +51,19 @@ def offline_mel(audio: np.ndarray, proto: Protocol, p: Precision, quantize: bool
     return log_mel(proto.pad_offline(x).astype(p.dtype), p.dtype)
 
 
-def offline_tokens(setup: Setup, audio: np.ndarray, p: Precision, quantize: bool = True, tap=None) -> list[int]:
+def offline_tokens(setup: Setup, audio: np.ndarray, p: Precision, quantize: bool = True, tap=None,
+                   resident: bool | None = None, progress=None) -> list[int]:
+    """Greedy offline transcription ids. ``resident``: keep converted decoder weights (None: by memory)."""
     kwargs = {} if tap is None else {"tap": tap}
-    return generate_offline(Model(setup.ckpt, p), offline_mel(audio, setup.protocol, p, quantize), setup.protocol, **kwargs)
+    return generate_offline(Model(setup.ckpt, p, resident=resident), offline_mel(audio, setup.protocol, p, quantize),
+                            setup.protocol, progress=progress, **kwargs)
 
 
 def stream_tokens(setup: Setup, chunks: Iterable[np.ndarray], p: Precision, framing: str = "offline",
-                  on_tokens: Callable[[list[int]], None] | None = None, tap=None) -> list[int]:
+                  on_tokens: Callable[[list[int]], None] | None = None, tap=None, resident: bool | None = None) -> list[int]:
     """Feed chunks through a streaming session; ``on_tokens`` sees each batch as soon as it is due."""
     kwargs = {} if tap is None else {"tap": tap}
-    session = StreamingSession(Model(setup.ckpt, p), setup.protocol, framing=framing, **kwargs)
+    session = StreamingSession(Model(setup.ckpt, p, resident=resident), setup.protocol, framing=framing, **kwargs)
     out: list[int] = []
     for chunk in chunks:
         new = session.feed(chunk)

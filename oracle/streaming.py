@@ -116,10 +116,12 @@ class Model:
         return self._get(("ada", i, t_cond.tobytes()), lambda: layer_ada_scale(t_cond, self.decoder_layer(i), self.p))
 
     def embedding_rows(self, rows):
-        """Token rows of the embedding (also the tied head), converted on use; the table itself stays
-        memory-mapped, so the 131072 x 3072 matrix is never converted whole."""
-        table = self._get("embedding_map", lambda: self.ckpt.embedding_table())
-        return self.p.weight(table[rows])
+        """Token rows of the embedding (also the tied head). Resident: the table converted once (1.6 GB in
+        float32 at full size; the LM head reads all of it every step). Streamed: memory-mapped and
+        converted on use, so the 131072 x 3072 matrix is never converted whole."""
+        if self.resident:
+            return self._get("embedding", lambda: self.p.weight(self.ckpt.embedding_table()))[rows]
+        return self.p.weight(self.ckpt.embedding_table()[rows])
 
 
 @dataclass(frozen=True)
@@ -192,14 +194,15 @@ def greedy(logits_row: np.ndarray) -> int:
     return int(np.argmax(logits_row))
 
 
-def generate_offline(model: Model, mel: np.ndarray, proto: Protocol, tap=no_tap) -> list[int]:
+def generate_offline(model: Model, mel: np.ndarray, proto: Protocol, tap=no_tap, progress=None) -> list[int]:
     """The offline greedy schedule of HF ``generate`` (spec §6.4).
 
     A[0..N) from the whole padded stream; prefill the P prompt positions; then feed the previous token
     at p = P, P+1, ... Stops after EOS (kept in the output) or after generating N − P tokens (HF's
     max_length = N: the last audio embedding A[N−1] is never consumed).
     """
-    audio = model.variant.audio_to_decoder(audio_embeddings(model.ckpt, mel, model.p, tap=tap, variant=model.variant))
+    audio = model.variant.audio_to_decoder(audio_embeddings(model.ckpt, mel, model.p, tap=tap, variant=model.variant,
+                                                            progress=progress))
     prompt = proto.prompt
     n, n_prompt = audio.shape[0], len(prompt)
     if n <= n_prompt - 1:
@@ -211,6 +214,8 @@ def generate_offline(model: Model, mel: np.ndarray, proto: Protocol, tap=no_tap)
         pos = state.position
         logits, state = decoder_step(model, audio[pos:pos + 1], np.array([out[-1]]), t_cond, state, tap=tap)
         out.append(greedy(logits[-1]))
+        if progress:
+            progress(state.position - n_prompt + 1, n - n_prompt, "generating")
     return out
 
 

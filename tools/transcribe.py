@@ -17,8 +17,10 @@ import sys
 from oracle import builtin
 from oracle.pipeline import chunked, load_setup, offline_tokens, read_audio, stream_tokens
 from oracle.precision import policy
-from oracle.streaming import FRAMINGS
+from oracle.streaming import FRAMINGS, choose_resident, resident_bytes
 from oracle.tokenizer import IncrementalDecoder
+
+from oracle_tools.progress import Progress
 
 
 def add_arguments(p) -> None:
@@ -29,6 +31,11 @@ def add_arguments(p) -> None:
     p.add_argument("--framing", choices=FRAMINGS, default="offline")
     p.add_argument("--dtype", choices=["float64", "float32", "bf16"], default="float32")
     p.add_argument("--chunk-ms", type=int, default=80, help="chunk size when streaming (default 80)")
+    p.add_argument("--weights", choices=["auto", "resident", "streamed"], default="auto",
+                   help="resident: convert every layer once and keep it (fast; 16 GB float32 at full size); "
+                        "streamed: re-read each layer when used (small, slow); auto: resident if it fits 80%% of "
+                        "available memory")
+    p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
 
 
@@ -38,6 +45,12 @@ def run(args) -> int:
     setup = load_setup(ckpt, args.delay_ms)
     p = policy(args.dtype)
     audio = read_audio(audio_path, setup.ckpt.config.audio.sampling_rate)
+    resident = {"auto": choose_resident(setup.ckpt, p), "resident": True, "streamed": False}[args.weights]
+    if not args.quiet and not args.json:
+        size = resident_bytes(setup.ckpt, p) / 2**30
+        print(f"weights: {'resident' if resident else 'streamed'} ({size:.2f} GiB as {p.name}"
+              f"{', chosen by available memory' if args.weights == 'auto' else ''})", file=sys.stderr)
+    progress = Progress("transcribe", enabled=False if args.quiet or args.stream else None)
     if args.stream or args.framing != "offline":
         chunk = max(1, args.chunk_ms * setup.ckpt.config.audio.sampling_rate // 1000)
         dec = [IncrementalDecoder(setup.tekken)]
@@ -51,12 +64,12 @@ def run(args) -> int:
             sys.stdout.flush()
 
         tokens = stream_tokens(setup, chunked(audio, chunk), p, framing=args.framing,
-                               on_tokens=show if args.stream else None)
+                               on_tokens=show if args.stream else None, resident=resident)
         if args.stream and not args.json:
             dec[0], tail = dec[0].flush()
             sys.stdout.write(tail + "\n")
     else:
-        tokens = offline_tokens(setup, audio, p)
+        tokens = offline_tokens(setup, audio, p, resident=resident, progress=progress)
     text = setup.tekken.decode(tokens)
     if args.json:
         prompt = [int(t) for t in setup.protocol.prompt]
