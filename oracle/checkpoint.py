@@ -163,6 +163,27 @@ def write_safetensors(path: Path, tensors: Iterable[tuple[str, np.dtype | str, t
     tmp.replace(path)
 
 
+class Arena:
+    """Reusable conversion buffers for layer-at-a-time execution.
+
+    Layer i+1's weights are converted into the arrays layer i used: the previous layer's typed weights
+    are overwritten, so a caller keeps at most one layer's containers alive per arena. The reason is
+    speed, not memory: a fresh 100 MB array costs page faults that take about 4x the BF16 -> float32
+    conversion itself (measured: 0.06 s vs 0.017 s for a 9216 x 3072 matrix).
+    """
+
+    def __init__(self):
+        self._buffers: dict = {}
+
+    def convert(self, key, src: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        shape = tuple(src.shape)
+        buf = self._buffers.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._buffers[key] = np.empty(shape, dtype)
+        np.copyto(buf, src, casting="unsafe")  # BF16/F16/F32 -> float32/float64: exact widening
+        return buf
+
+
 class Checkpoint:
     """An opened, validated checkpoint. Holds only headers; tensors are read on demand.
 
@@ -189,23 +210,26 @@ class Checkpoint:
             raise OracleError(where(self.directory, f"no tensor named {name}"))
         return read_tensor(self.index[name])
 
-    def field(self, spec: TensorSpec, layer: int | None, precision: Precision) -> np.ndarray:
-        """One tensor in Mistral orientation and the compute dtype."""
+    def field(self, spec: TensorSpec, layer: int | None, precision: Precision, arena: "Arena | None" = None) -> np.ndarray:
+        """One tensor in Mistral orientation and the compute dtype (converted into ``arena``'s buffer
+        for this field when one is given)."""
         arr = read_tensor(self.entry(spec.group, layer, spec.field))
         if self.layout == "hf" and spec.rope is not None:
             arr = unpermute_rows(np.asarray(arr), *spec.rope(self.config))
-        return precision.weight(arr)
+        if arena is None:
+            return precision.weight(arr)
+        return arena.convert((spec.group, spec.field), arr, precision.dtype)
 
-    def group(self, group: str, layer: int | None, precision: Precision):
-        return assemble(group, {s.field: self.field(s, layer, precision) for s in specs_of(group)})
+    def group(self, group: str, layer: int | None, precision: Precision, arena: "Arena | None" = None):
+        return assemble(group, {s.field: self.field(s, layer, precision, arena) for s in specs_of(group)})
 
     # -- typed accessors (what the layers take) -------------------------------------------------
 
     def conv(self, p: Precision):
         return self.group("conv", None, p)
 
-    def encoder_layer(self, i: int, p: Precision):
-        return self.group("enc_layer", i, p)
+    def encoder_layer(self, i: int, p: Precision, arena: "Arena | None" = None):
+        return self.group("enc_layer", i, p, arena)
 
     def encoder_norm(self, p: Precision):
         return self.group("enc_norm", None, p)
@@ -216,8 +240,8 @@ class Checkpoint:
     def embedding(self, p: Precision):
         return self.group("embedding", None, p)
 
-    def decoder_layer(self, i: int, p: Precision):
-        return self.group("dec_layer", i, p)
+    def decoder_layer(self, i: int, p: Precision, arena: "Arena | None" = None):
+        return self.group("dec_layer", i, p, arena)
 
     def decoder_norm(self, p: Precision):
         return self.group("dec_norm", None, p)
@@ -226,9 +250,11 @@ class Checkpoint:
         """The [V, D] embedding as stored, memory-mapped (no rows read until indexed)."""
         return read_tensor(self.entry("embedding", None, "table"))
 
-    def embedding_rows(self, rows: slice | np.ndarray, p: Precision) -> np.ndarray:
+    def embedding_rows(self, rows: slice | np.ndarray, p: Precision, arena: "Arena | None" = None) -> np.ndarray:
         """Rows of the embedding table without materializing it (token lookup, chunked LM head)."""
-        return p.weight(self.embedding_table()[rows])
+        if arena is None:
+            return p.weight(self.embedding_table()[rows])
+        return arena.convert(("embedding", "rows"), self.embedding_table()[rows], p.dtype)
 
     @property
     def files(self) -> list[Path]:

@@ -43,8 +43,8 @@ class EditedCheckpoint(Checkpoint):
         super().__init__(base.directory, base.layout, config or base.config, base.index, base._names)
         self._edit = edit
 
-    def group(self, group, layer, precision):
-        return self._edit(group, layer, super().group(group, layer, precision), self.config)
+    def group(self, group, layer, precision, arena=None):
+        return self._edit(group, layer, super().group(group, layer, precision, arena), self.config)
 
 
 # -- composition faults (the mistaken wiring, built from the model's own layer functions) ----------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .adapter import adapter
-from .checkpoint import Checkpoint
+from .checkpoint import Arena, Checkpoint
 from .decoder import decoder_input, final_norm, layer_ada_scale, lm_head, time_condition
 from .encoder import encoder_layer, encoder_norm
 from .precision import Precision
@@ -31,8 +31,10 @@ def audio_embeddings(ckpt: Checkpoint, mel: np.ndarray, p: Precision, tap=no_tap
     tap("mel", mel)
     x, _ = variant.conv_stem(mel, ckpt.conv(p), p, tap=tap)
     positions = np.arange(x.shape[0], dtype=np.int64)
+    arena = Arena()  # layer i+1 is converted into layer i's buffers (see Arena: page faults cost more than converting)
     for i in range(cfg.encoder.n_layers):
-        x, _ = encoder_layer(x, positions, ckpt.encoder_layer(i, p), cfg.encoder, p, tap=tap, name=f"enc.L{i:02d}")
+        x, _ = encoder_layer(x, positions, ckpt.encoder_layer(i, p, arena), cfg.encoder, p, tap=tap,
+                             name=f"enc.L{i:02d}")
         if progress:
             progress(i + 1, cfg.encoder.n_layers, f"encoder layer {i}")
     x = encoder_norm(x, ckpt.encoder_norm(p), cfg.encoder, p, tap=tap)
@@ -49,14 +51,15 @@ def decode_positions(ckpt: Checkpoint, audio: np.ndarray, tokens: np.ndarray, de
     x = decoder_input(variant.audio_to_decoder(audio), ckpt.embedding_rows(tokens, p), p, tap=tap)
     t_cond = time_condition(delay_tokens, cfg, p, tap=tap)
     positions = np.arange(len(tokens), dtype=np.int64)
+    arena = Arena()
     for i in range(cfg.n_layers):
-        w = ckpt.decoder_layer(i, p)
+        w = ckpt.decoder_layer(i, p, arena)
         x, _ = variant.decoder_layer(x, positions, w, layer_ada_scale(t_cond, w, p), cfg, p, tap=tap,
                                      name=f"dec.L{i:02d}")
         if progress:
             progress(i + 1, cfg.n_layers, f"decoder layer {i}")
     x = final_norm(x, ckpt.decoder_norm(p), cfg, p, tap=tap)
-    return lm_head(x, lambda rows: ckpt.embedding_rows(rows, p), cfg.vocab_size, p, tap=tap)
+    return lm_head(x, lambda rows: ckpt.embedding_rows(rows, p, arena), cfg.vocab_size, p, tap=tap)
 
 
 def forward(ckpt: Checkpoint, mel: np.ndarray, tokens: np.ndarray, delay_tokens: float, p: Precision,

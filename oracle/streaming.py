@@ -32,7 +32,7 @@ import numpy as np
 
 from .adapter import adapter
 from .cache import KV
-from .checkpoint import Checkpoint
+from .checkpoint import Arena, Checkpoint
 from .decoder import decoder_input, final_norm, layer_ada_scale, lm_head, time_condition
 from .encoder import ConvState, encoder_layer, encoder_norm
 from .errors import OracleError
@@ -86,9 +86,11 @@ class Model:
         self.ckpt, self.p, self.resident, self.variant = ckpt, p, resident, variant
         self.config = ckpt.config
         self._cache: dict = {}
+        self._arena = None if resident else Arena()  # streamed layers reuse one set of buffers
 
-    def _get(self, key, load):
-        if not self.resident:
+    def _get(self, key, load, small: bool = False):
+        """``load()`` once when resident (or when the value is ``small``), every time otherwise."""
+        if not (self.resident or small):
             return load()
         if key not in self._cache:
             self._cache[key] = load()
@@ -98,7 +100,7 @@ class Model:
         return self._get("conv", lambda: self.ckpt.conv(self.p))
 
     def encoder_layer(self, i):
-        return self._get(("enc", i), lambda: self.ckpt.encoder_layer(i, self.p))
+        return self._get(("enc", i), lambda: self.ckpt.encoder_layer(i, self.p, self._arena))
 
     def encoder_norm(self):
         return self._get("enc_norm", lambda: self.ckpt.encoder_norm(self.p))
@@ -107,13 +109,14 @@ class Model:
         return self._get("adapter", lambda: self.ckpt.adapter(self.p))
 
     def decoder_layer(self, i):
-        return self._get(("dec", i), lambda: self.ckpt.decoder_layer(i, self.p))
+        return self._get(("dec", i), lambda: self.ckpt.decoder_layer(i, self.p, self._arena))
 
     def decoder_norm(self):
         return self._get("dec_norm", lambda: self.ckpt.decoder_norm(self.p))
 
     def ada_scale(self, i, t_cond):
-        return self._get(("ada", i, t_cond.tobytes()), lambda: layer_ada_scale(t_cond, self.decoder_layer(i), self.p))
+        return self._get(("ada", i, t_cond.tobytes()), lambda: layer_ada_scale(t_cond, self.decoder_layer(i), self.p),
+                         small=True)
 
     def embedding_rows(self, rows):
         """Token rows of the embedding (also the tied head). Resident: the table converted once (1.6 GB in

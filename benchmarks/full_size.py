@@ -1,0 +1,273 @@
+"""Full-size benchmark: the oracle against transformers on the same synthetic checkpoint and speech.
+
+    python benchmarks/full_size.py [--checkpoint DIR] [--seconds 10] [--out results.json]
+                                   [--steps 12] [--no-transformers] [--only TASKS]
+
+Makes (or reuses) a synthetic full-size checkpoint (`voxtral-oracle synth --size full`) and a speech
+clip (the built-in clip repeated to --seconds), then runs each measurement in its own process (so
+peak RSS is that measurement's alone), alternating oracle and transformers:
+
+    load            oracle: open + validate the checkpoint (lazy); transformers: build the float32 model
+    forward_f32     one offline forward: mel + token ids -> logits [N, V]
+    forward_f64     the oracle's float64 forward (transformers has no float64 run here)
+    decode_step     median seconds per greedy step after the prompt, float32 (oracle: resident decoder)
+
+Prints a table (wall time, peak RSS, GFLOP/s against the analytic FLOP count, oracle/transformers
+ratio) and writes JSON. transformers runs only when it is installed (the test extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ["oracle:load", "hf:load", "oracle:forward_f32", "hf:forward_f32", "oracle:forward_f64",
+         "oracle:decode_step", "hf:decode_step"]
+
+
+# -- analytic FLOPs --------------------------------------------------------------------------------
+
+def forward_flops(cfg, n: int) -> float:
+    """Multiply-adds x 2 of one offline forward over N decoder positions (4N encoder frames, 8N mel)."""
+    e, d = cfg.encoder, cfg.decoder
+    s, t = 4 * n, 8 * n
+    conv = t * e.dim * cfg.audio.num_mel_bins * 3 + s * e.dim * e.dim * 3
+    he = e.n_heads * e.head_dim
+    enc_layer = s * (3 * e.dim * he + he * e.dim + 3 * e.dim * e.hidden_dim)
+    w = min(s, e.sliding_window)
+    enc_attn = e.n_heads * e.head_dim * 2 * sum(min(i + 1, w) for i in range(s))
+    adapter = n * (4 * e.dim * d.dim + d.dim * d.dim)
+    hq, hk = d.n_heads * d.head_dim, d.n_kv_heads * d.head_dim
+    dec_layer = n * (d.dim * hq + 2 * d.dim * hk + hq * d.dim + 3 * d.dim * d.hidden_dim)
+    dec_attn = d.n_heads * d.head_dim * 2 * sum(min(i + 1, d.sliding_window) for i in range(n))
+    head = n * d.dim * d.vocab_size
+    macs = conv + e.n_layers * (enc_layer + enc_attn) + adapter + d.n_layers * (dec_layer + dec_attn) + head
+    return 2.0 * macs
+
+
+def step_flops(cfg) -> float:
+    d = cfg.decoder
+    hq, hk = d.n_heads * d.head_dim, d.n_kv_heads * d.head_dim
+    return 2.0 * (d.n_layers * (d.dim * hq + 2 * d.dim * hk + hq * d.dim + 3 * d.dim * d.hidden_dim) + d.dim * d.vocab_size)
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+
+def inputs(ckpt_dir: Path, seconds: float):
+    from oracle import builtin
+    from oracle.audio import load_audio
+    from oracle.mel import log_mel
+    from oracle.pipeline import load_setup
+
+    setup = load_setup(ckpt_dir)
+    clip = load_audio(builtin.speech_clip())
+    n = int(seconds * 16000)
+    audio = np.resize(clip, n)  # the clip repeated
+    proto = setup.protocol
+    mel = log_mel(proto.pad_offline(audio))
+    n_pos = mel.shape[1] // 8
+    ids = np.concatenate([proto.prompt, 1000 + (np.arange(n_pos - len(proto.prompt)) % 500)]).astype(np.int64)
+    return setup, mel, ids
+
+
+# -- one measurement (in its own process) ----------------------------------------------------------
+
+def build_hf(ckpt, dtype):
+    """transformers' model with the checkpoint's weights, built on the meta device and filled in place
+    (no second copy), through the oracle's name table."""
+    import torch
+    from transformers import VoxtralRealtimeConfig, VoxtralRealtimeForConditionalGeneration
+
+    from oracle.weights import TENSORS, permute_rows
+
+    cfg = ckpt.config
+    with torch.device("meta"):
+        model = VoxtralRealtimeForConditionalGeneration(VoxtralRealtimeConfig(**cfg.to_hf_config()))
+    state = {}
+    for spec in TENSORS:
+        count = {"enc_layer": cfg.encoder.n_layers, "dec_layer": cfg.decoder.n_layers}.get(spec.group)
+        for i in range(count) if count is not None else [None]:
+            arr = ckpt.field(spec, i, _F32)
+            if spec.rope is not None:
+                arr = permute_rows(arr, *spec.rope(cfg))
+            state[spec.names(i)[1]] = torch.from_numpy(np.ascontiguousarray(arr)).to(dtype)
+    state["lm_head.weight"] = state["model.language_model.embed_tokens.weight"]
+    model.load_state_dict(state, strict=True, assign=True)
+    model.tie_weights()
+    for mod in model.modules():  # rebuild the non-persistent buffers the meta device left empty
+        if hasattr(mod, "inv_freq") and hasattr(mod, "compute_default_rope_parameters"):
+            inv, _ = mod.compute_default_rope_parameters(mod.config)
+            mod.inv_freq = inv
+            mod.original_inv_freq = inv.clone()
+        if type(mod).__name__ == "VoxtralRealtimeTimeEmbedding":
+            import math
+
+            mod.inv_freq = torch.exp(-math.log(mod.theta) * torch.arange(mod.dim // 2).float() / (mod.dim // 2))
+    model.config._attn_implementation = "sdpa"
+    return model.eval()
+
+
+_F32 = None
+
+
+def run_one(task: str, ckpt_dir: Path, seconds: float, steps: int) -> dict:
+    global _F32
+    from oracle.checkpoint import open_checkpoint
+    from oracle.forward import forward
+    from oracle.precision import FLOAT32, FLOAT64
+    from oracle.streaming import DecoderState, Model, decoder_step
+    from oracle.decoder import time_condition
+    from oracle.forward import audio_embeddings
+
+    _F32 = FLOAT32
+    who, what = task.split(":")
+    t0 = time.perf_counter()
+    ckpt = open_checkpoint(ckpt_dir)
+    setup, mel, ids = inputs(ckpt_dir, seconds)
+    n = len(ids)
+    res: dict = {"task": task, "n_positions": n}
+    if who == "oracle":
+        if what == "load":
+            res["seconds"] = time.perf_counter() - t0
+        elif what in ("forward_f32", "forward_f64"):
+            p = FLOAT32 if what.endswith("f32") else FLOAT64
+            t = time.perf_counter()
+            logits = forward(ckpt, mel.astype(p.dtype), ids, setup.protocol.delay_tokens, p)
+            res["seconds"] = time.perf_counter() - t
+            res["flops"] = forward_flops(ckpt.config, n)
+            res["checksum"] = float(np.abs(logits).sum())
+        elif what == "decode_step":
+            model = Model(ckpt, FLOAT32, resident=True)
+            audio = audio_embeddings(ckpt, mel.astype(np.float32), FLOAT32)
+            t_cond = time_condition(setup.protocol.delay_tokens, ckpt.config.decoder, FLOAT32)
+            P = len(setup.protocol.prompt)
+            t = time.perf_counter()
+            logits, st = decoder_step(model, audio[:P], setup.protocol.prompt, t_cond, DecoderState.start(model))
+            res["prefill_seconds"] = time.perf_counter() - t  # includes converting the resident weights once
+            tok, times = int(logits[-1].argmax()), []
+            for k in range(steps):
+                t = time.perf_counter()
+                logits, st = decoder_step(model, audio[P + k:P + k + 1], np.array([tok]), t_cond, st)
+                tok = int(logits[-1].argmax())
+                times.append(time.perf_counter() - t)
+            res["step_seconds"] = times
+            res["seconds"] = float(np.median(times))
+            res["flops"] = step_flops(ckpt.config)
+    else:
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        t = time.perf_counter()
+        model = build_hf(ckpt, torch.float32)
+        load = time.perf_counter() - t
+        if what == "load":
+            res["seconds"] = load
+        else:
+            feats = torch.from_numpy(mel[None].astype(np.float32))
+            ids_t = torch.from_numpy(ids[None])
+            with torch.no_grad():
+                if what == "forward_f32":
+                    t = time.perf_counter()
+                    out = model(input_ids=ids_t, input_features=feats, num_delay_tokens=setup.protocol.delay_tokens)
+                    res["seconds"] = time.perf_counter() - t
+                    res["flops"] = forward_flops(ckpt.config, n)
+                    res["checksum"] = float(out.logits.abs().sum())
+                elif what == "decode_step":
+                    P = len(setup.protocol.prompt)
+                    prompt = torch.from_numpy(setup.protocol.prompt[None])
+                    def gen(k):
+                        t = time.perf_counter()
+                        model.generate(input_ids=prompt, input_features=feats, num_delay_tokens=setup.protocol.delay_tokens,
+                                       do_sample=False, max_new_tokens=k, min_new_tokens=k)
+                        return time.perf_counter() - t
+                    one, many = gen(1), gen(1 + steps)
+                    res["seconds"] = (many - one) / steps
+                    res["prefill_seconds"] = one
+                    res["flops"] = step_flops(ckpt.config)
+    return res
+
+
+def measure(task: str, args) -> dict:
+    """Run one task in a child process; its own peak RSS comes from wait4's rusage."""
+    cmd = [sys.executable, __file__, "--one", task, "--checkpoint", str(args.checkpoint), "--seconds", str(args.seconds),
+           "--steps", str(args.steps)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.stdout.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        return {"task": task, "error": f"exit {os.waitstatus_to_exitcode(status)}"}
+    res = json.loads(out.strip().splitlines()[-1])
+    res["peak_rss_gib"] = usage.ru_maxrss / 2**20  # KiB -> GiB
+    if res.get("flops") and res.get("seconds"):
+        res["gflops"] = res["flops"] / res["seconds"] / 1e9
+    return res
+
+
+def table(results: list[dict]) -> str:
+    by = {r["task"]: r for r in results}
+    lines = [f"{'measurement':<14} {'oracle s':>9} {'RSS GiB':>8} {'GFLOP/s':>8} | {'transformers s':>14} {'RSS GiB':>8} "
+             f"{'GFLOP/s':>8} | {'ratio':>6}"]
+    for what in ("load", "forward_f32", "forward_f64", "decode_step"):
+        o, h = by.get(f"oracle:{what}"), by.get(f"hf:{what}")
+        def cols(r):
+            if not r or "seconds" not in r:
+                return f"{'-':>9} {'-':>8} {'-':>8}" if r is None or "error" not in r else f"{r['error']:>27}"
+            return f"{r['seconds']:>9.3f} {r['peak_rss_gib']:>8.2f} {r.get('gflops', float('nan')):>8.1f}"
+        ratio = f"{o['seconds'] / h['seconds']:>6.2f}" if o and h and "seconds" in o and "seconds" in h else f"{'-':>6}"
+        lines.append(f"{what:<14} {cols(o)} | {cols(h).rjust(32)} | {ratio}")
+    f32, f64 = by.get("oracle:forward_f32"), by.get("oracle:forward_f64")
+    if f32 and f64 and "seconds" in f32 and "seconds" in f64:
+        lines.append(f"oracle float64 / float32 forward: {f64['seconds'] / f32['seconds']:.2f}x")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", type=Path, default=ROOT / "out" / "full-synth")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--out", type=Path, default=ROOT / "out" / "benchmark.json")
+    ap.add_argument("--no-transformers", action="store_true")
+    ap.add_argument("--only", help="comma-separated tasks, e.g. oracle:forward_f32,hf:forward_f32")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one, args.checkpoint, args.seconds, args.steps)))
+        return 0
+    if not (args.checkpoint / "consolidated.safetensors").exists():
+        print(f"writing a synthetic full-size checkpoint to {args.checkpoint} (about 2.5 minutes, 8.9 GB)")
+        subprocess.run([sys.executable, "-m", "oracle_tools.cli", "synth", str(args.checkpoint), "--size", "full"], check=True)
+    tasks = args.only.split(",") if args.only else TASKS
+    try:
+        import transformers  # noqa: F401
+        have_hf = not args.no_transformers
+    except ImportError:
+        have_hf = False
+    results = []
+    for task in tasks:
+        if task.startswith("hf:") and not have_hf:
+            continue
+        print(f"running {task} ...", flush=True)
+        r = measure(task, args)
+        results.append(r)
+        print(f"  {json.dumps({k: v for k, v in r.items() if k != 'step_seconds'})}", flush=True)
+    print()
+    print(table(results))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "seconds_of_audio": args.seconds,
+                                    "cpu_count": os.cpu_count(), "results": results}, indent=1) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
