@@ -33,6 +33,8 @@ def audio_embeddings(ckpt: Checkpoint, mel: np.ndarray, p: Precision, tap=no_tap
     positions = np.arange(x.shape[0], dtype=np.int64)
     arena = Arena()  # layer i+1 is converted into layer i's buffers (see Arena: page faults cost more than converting)
     for i in range(cfg.encoder.n_layers):
+        if i + 1 < cfg.encoder.n_layers:
+            ckpt.prefetch("enc_layer", i + 1)
         x, _ = encoder_layer(x, positions, ckpt.encoder_layer(i, p, arena), cfg.encoder, p, tap=tap,
                              name=f"enc.L{i:02d}")
         if progress:
@@ -53,6 +55,10 @@ def decode_positions(ckpt: Checkpoint, audio: np.ndarray, tokens: np.ndarray, de
     positions = np.arange(len(tokens), dtype=np.int64)
     arena = Arena()
     for i in range(cfg.n_layers):
+        if i + 1 < cfg.n_layers:
+            ckpt.prefetch("dec_layer", i + 1)
+        else:
+            ckpt.prefetch("embedding", None)  # the LM head reads it next
         w = ckpt.decoder_layer(i, p, arena)
         x, _ = variant.decoder_layer(x, positions, w, layer_ada_scale(t_cond, w, p), cfg, p, tap=tap,
                                      name=f"dec.L{i:02d}")
