@@ -111,11 +111,14 @@ def build_hf(ckpt, dtype):
             import math
 
             mod.inv_freq = torch.exp(-math.log(mod.theta) * torch.arange(mod.dim // 2).float() / (mod.dim // 2))
-    model.config._attn_implementation = "sdpa"
+    model.config._attn_implementation = ATTENTION
+    for sub in (model.config.audio_config, model.config.text_config):
+        sub._attn_implementation = ATTENTION
     return model.eval()
 
 
 _F32 = None
+ATTENTION = "sdpa"  # transformers' attention kernel (--hf-attention): sdpa (its default) or eager
 
 
 def run_one(task: str, ckpt_dir: Path, seconds: float, steps: int) -> dict:
@@ -198,7 +201,7 @@ def run_one(task: str, ckpt_dir: Path, seconds: float, steps: int) -> dict:
 def measure(task: str, args) -> dict:
     """Run one task in a child process; its own peak RSS comes from wait4's rusage."""
     cmd = [sys.executable, __file__, "--one", task, "--checkpoint", str(args.checkpoint), "--seconds", str(args.seconds),
-           "--steps", str(args.steps)]
+           "--steps", str(args.steps), "--hf-attention", args.hf_attention]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -238,8 +241,12 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "benchmark.json")
     ap.add_argument("--no-transformers", action="store_true")
     ap.add_argument("--only", help="comma-separated tasks, e.g. oracle:forward_f32,hf:forward_f32")
+    ap.add_argument("--hf-attention", choices=["sdpa", "eager"], default="sdpa",
+                    help="transformers' attention implementation (its default is sdpa)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global ATTENTION
+    ATTENTION = args.hf_attention
     if args.one:
         print(json.dumps(run_one(args.one, args.checkpoint, args.seconds, args.steps)))
         return 0
@@ -264,6 +271,7 @@ def main() -> int:
     print(table(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "seconds_of_audio": args.seconds,
+                                    "hf_attention": args.hf_attention,
                                     "cpu_count": os.cpu_count(), "results": results}, indent=1) + "\n")
     print(f"\nwrote {args.out}")
     return 0
