@@ -28,12 +28,10 @@ import numpy as np
 from .checkpoint import Checkpoint
 from .config import CONV_KERNEL
 from .decoder import decoder_attention
-from .encoder import ConvState
 from .layers import conv1d, gelu, rms_norm, rope_angles, rope_rotate_half, swiglu
 from .precision import Precision
 from .taps import no_tap
-from .variant import REFERENCE, Variant
-from .weights import specs_of, unpermute_rows
+from .weights import unpermute_rows
 
 
 class EditedCheckpoint(Checkpoint):

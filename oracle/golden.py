@@ -38,7 +38,7 @@ from .decoder import (
     time_condition,
 )
 from .encoder import conv_stem, encoder_attention, encoder_layer, encoder_norm
-from .errors import OracleError, where
+from .errors import OracleError
 from .forward import audio_embeddings, decode_positions
 from .layers import apply_rope, rms_norm, rope_angles, swiglu
 from .mel import log_mel

@@ -15,9 +15,7 @@ Everything is computed by the oracle's own functions (``audio_embeddings``, ``de
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 

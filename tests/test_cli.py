@@ -82,7 +82,6 @@ def test_bad_delay_cli(delay, capsys):
 
 
 def test_usage_error_exit_code(capsys):
-    code = None
     with pytest.raises(SystemExit) as exc:
         main(["transcribe", "--dtype", "float16"])
     assert exc.value.code == 2

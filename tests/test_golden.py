@@ -16,13 +16,12 @@ import torch
 from oracle import builtin
 from oracle.audio import load_audio, quantize_int16
 from oracle.checkpoint import read_safetensors_header, read_tensor
-from oracle.compare import compare, load_candidate, load_golden
+from oracle.compare import compare, load_golden
 from oracle.errors import OracleError
 from oracle.faults import CATALOGUE, faulty_outputs
 from oracle.golden import Context
-from oracle.mel import log_mel
 from oracle.pipeline import load_setup
-from oracle.precision import BFLOAT16, FLOAT32
+from oracle.precision import FLOAT32
 from oracle_tools.cli import main
 from oracle_tools.reference_forward import replay_set
 from hf_reference import build_hf_model, hf_intermediates

@@ -18,7 +18,7 @@ from oracle.pipeline import load_setup
 from oracle.precision import FLOAT64
 from oracle.synth import write_checkpoint
 from oracle.taps import Taps
-from oracle.trace import run_trace, trace38
+from oracle.trace import trace38
 from oracle_tools.cli import main
 from test_conformance import ODD_A, ODD_B
 
