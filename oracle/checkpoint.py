@@ -18,6 +18,7 @@ never holds the model in memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -31,10 +32,8 @@ from .config import ModelConfig, read_json
 from .errors import OracleError, where
 from .precision import BF16, Precision
 from .weights import (
-    GROUPS,
     HF_PREFIX_ALIASES,
     HF_TIED_COPIES,
-    LAYERED,
     TensorSpec,
     assemble,
     expected,
@@ -116,6 +115,15 @@ def read_safetensors_header(path: Path) -> dict[str, TensorEntry]:
         if s1 < e0:
             raise OracleError(where(path, f"tensors {n0} and {n1} overlap in the file (bytes {s1}..{e0})"))
     return entries
+
+
+def sha256_file(path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (goldens record and verify it)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_tensor(entry: TensorEntry) -> np.ndarray:
@@ -358,10 +366,3 @@ def _canonical_hf_name(name: str) -> str:
 def _file_for(files: list[Path]) -> Path:
     return files[0] if len(files) == 1 else files[0].parent
 
-
-def group_names() -> list[str]:
-    return list(GROUPS)
-
-
-def is_layered(group: str) -> bool:
-    return group in LAYERED

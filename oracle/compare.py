@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import hashlib
 import json
 import math
 import os
@@ -70,7 +69,7 @@ from typing import Any, Iterable
 import ml_dtypes
 import numpy as np
 
-from .checkpoint import DTYPES, FLOAT_DTYPES, NAME_OF_DTYPE, TensorEntry, read_safetensors_header, read_tensor
+from .checkpoint import DTYPES, FLOAT_DTYPES, NAME_OF_DTYPE, TensorEntry, read_safetensors_header, read_tensor, sha256_file
 from .errors import OracleError, where
 
 INDEX_SCHEMA = "voxtral-oracle.golden/1"
@@ -153,14 +152,6 @@ class GoldenSet:
         for case in self.cases:
             for out in case.outputs:
                 yield case, out
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _broken(path, detail: str) -> OracleError:

@@ -27,7 +27,8 @@ import numpy as np
 from . import __version__
 from .adapter import adapter
 from .audio import quantize_int16
-from .checkpoint import Checkpoint, read_tensor, write_safetensors
+from .checkpoint import Checkpoint, read_tensor, sha256_file, write_safetensors
+from .compare import CASE_SCHEMA, INDEX_SCHEMA
 from .decoder import (
     ada_norm,
     decoder_attention,
@@ -49,8 +50,6 @@ from .taps import Taps
 from .variant import REFERENCE, Variant
 from .weights import specs_of
 
-SCHEMA_INDEX = "voxtral-oracle.golden/1"
-SCHEMA_CASE = "voxtral-oracle.golden-case/1"
 SAFETY = {"float32": 10.0, "bf16": 4.0}
 PORT_PRECISIONS = {"float32": FLOAT32, "bf16": BFLOAT16}
 STORED = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64), "bf16": BF16}
@@ -466,14 +465,6 @@ def measure_tolerances(spec: CaseSpec, inputs: dict, golden: dict[str, np.ndarra
     return tol
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _tensor_sha(arr: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
 
@@ -541,7 +532,7 @@ def write_case(spec: CaseSpec, ctx: Context, out_dir: Path, order: int, stored: 
         if k in spec.rows_follow:
             outputs[k]["rows_follow"] = spec.rows_follow[k]
     manifest = {
-        "schema": SCHEMA_CASE,
+        "schema": CASE_SCHEMA,
         "name": spec.name,
         "order": order,
         "kind": spec.kind,
@@ -597,7 +588,7 @@ def write_golden_set(ctx: Context, out_dir: str | Path, cases: list[str], stored
         entries.append(write_case(CASES[name](ctx), ctx, out, k + 1, STORED[stored_name], provenance))
         if progress:
             progress(k + 1, len(cases), name)
-    index = {"schema": SCHEMA_INDEX, "cases": entries, "provenance": provenance}
+    index = {"schema": INDEX_SCHEMA, "cases": entries, "provenance": provenance}
     (out / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return out
 

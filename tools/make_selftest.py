@@ -20,7 +20,9 @@ import numpy as np
 
 from oracle.checkpoint import write_safetensors
 from oracle.compare import compare, compare_metrics, load_candidate, load_golden
-from oracle.golden import CONVENTIONS, SCHEMA_CASE, SCHEMA_INDEX, sha256_file
+from oracle.checkpoint import sha256_file
+from oracle.compare import CASE_SCHEMA, INDEX_SCHEMA
+from oracle.golden import CONVENTIONS
 
 
 def build(out: Path) -> dict:
@@ -48,7 +50,7 @@ def build(out: Path) -> dict:
         return {p: {**t, "measured_max_abs": 0.0, "safety": 1.0} for p in ("float32", "bf16")}
 
     manifest = {
-        "schema": SCHEMA_CASE, "name": "selftest", "order": 1, "kind": "block",
+        "schema": CASE_SCHEMA, "name": "selftest", "order": 1, "kind": "block",
         "description": "hand-shaped tensors for testing a port's own comparator against expected.json",
         "oracle_function": "none (a comparator self-test)", "file": "tensors.safetensors",
         "sha256": sha256_file(case / "tensors.safetensors"), "params": {}, "weights": {},
@@ -63,7 +65,7 @@ def build(out: Path) -> dict:
     }
     text = json.dumps(manifest, indent=1) + "\n"
     (case / "manifest.json").write_text(text)
-    index = {"schema": SCHEMA_INDEX, "cases": [{"name": "selftest", "dir": case.name, "kind": "block",
+    index = {"schema": INDEX_SCHEMA, "cases": [{"name": "selftest", "dir": case.name, "kind": "block",
                                                 "sha256": hashlib.sha256(text.encode()).hexdigest()}],
              "provenance": manifest["provenance"]}
     (out / "set" / "index.json").write_text(json.dumps(index, indent=1) + "\n")
