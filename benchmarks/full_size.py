@@ -11,6 +11,12 @@ peak RSS is that measurement's alone), alternating oracle and transformers:
     forward_f32     one offline forward: mel + token ids -> logits [N, V]
     forward_f64     the oracle's float64 forward (transformers has no float64 run here)
     decode_step     median seconds per greedy step after the prompt, float32 (oracle: resident decoder)
+    matmul_floor    the forward's weight matmuls alone, float32, random operands of the same shapes:
+                    numpy (OpenBLAS) for the oracle, torch (MKL) for transformers; the floor under
+                    each side's forward on this machine
+
+The oracle's forward starts with the checkpoint in the OS page cache (read through once, untimed),
+as transformers' forward starts with its weights in memory; both loads are timed apart.
 
 Prints a table (wall time, peak RSS, GFLOP/s against the analytic FLOP count, oracle/transformers
 ratio) and writes JSON. transformers runs only when it is installed (the test extra).
@@ -26,31 +32,82 @@ import sys
 import time
 from pathlib import Path
 
+import oracle  # noqa: F401  (first: it sets OpenBLAS's thread timeout before numpy loads OpenBLAS)
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["oracle:load", "hf:load", "oracle:forward_f32", "hf:forward_f32", "oracle:forward_f64",
-         "oracle:decode_step", "hf:decode_step"]
+         "oracle:decode_step", "hf:decode_step", "oracle:matmul_floor", "hf:matmul_floor"]
+MEASUREMENTS = ("load", "forward_f32", "forward_f64", "decode_step", "matmul_floor")
 
 
 # -- analytic FLOPs --------------------------------------------------------------------------------
 
-def forward_flops(cfg, n: int) -> float:
-    """Multiply-adds x 2 of one offline forward over N decoder positions (4N encoder frames, 8N mel)."""
+def forward_matmuls(cfg, n: int) -> list[tuple[str, int, int, int, int]]:
+    """The weight matmuls of one offline forward over N decoder positions (4N encoder frames, 8N mel):
+    (what, M rows, K inner, N outputs, how many). The conv stem is its im2col matmul."""
     e, d = cfg.encoder, cfg.decoder
     s, t = 4 * n, 8 * n
-    conv = t * e.dim * cfg.audio.num_mel_bins * 3 + s * e.dim * e.dim * 3
     he = e.n_heads * e.head_dim
-    enc_layer = s * (3 * e.dim * he + he * e.dim + 3 * e.dim * e.hidden_dim)
+    hq, hk = d.n_heads * d.head_dim, d.n_kv_heads * d.head_dim
+    return [
+        ("conv1", t, cfg.audio.num_mel_bins * 3, e.dim, 1),
+        ("conv2", s, e.dim * 3, e.dim, 1),
+        ("enc q/k/v", s, e.dim, he, 3 * e.n_layers),
+        ("enc o", s, he, e.dim, e.n_layers),
+        ("enc w1/w3", s, e.dim, e.hidden_dim, 2 * e.n_layers),
+        ("enc w2", s, e.hidden_dim, e.dim, e.n_layers),
+        ("adapter in", n, 4 * e.dim, d.dim, 1),
+        ("adapter out", n, d.dim, d.dim, 1),
+        ("dec q", n, d.dim, hq, d.n_layers),
+        ("dec k/v", n, d.dim, hk, 2 * d.n_layers),
+        ("dec o", n, hq, d.dim, d.n_layers),
+        ("dec w1/w3", n, d.dim, d.hidden_dim, 2 * d.n_layers),
+        ("dec w2", n, d.hidden_dim, d.dim, d.n_layers),
+        ("lm head", n, d.dim, d.vocab_size, 1),
+    ]
+
+
+def forward_flops(cfg, n: int) -> float:
+    """Multiply-adds x 2 of one offline forward: the weight matmuls plus attention's q·k and p·v over the
+    keys each query sees (causal, windowed)."""
+    e, d = cfg.encoder, cfg.decoder
+    s = 4 * n
     w = min(s, e.sliding_window)
     enc_attn = e.n_heads * e.head_dim * 2 * sum(min(i + 1, w) for i in range(s))
-    adapter = n * (4 * e.dim * d.dim + d.dim * d.dim)
-    hq, hk = d.n_heads * d.head_dim, d.n_kv_heads * d.head_dim
-    dec_layer = n * (d.dim * hq + 2 * d.dim * hk + hq * d.dim + 3 * d.dim * d.hidden_dim)
     dec_attn = d.n_heads * d.head_dim * 2 * sum(min(i + 1, d.sliding_window) for i in range(n))
-    head = n * d.dim * d.vocab_size
-    macs = conv + e.n_layers * (enc_layer + enc_attn) + adapter + d.n_layers * (dec_layer + dec_attn) + head
+    macs = sum(m * k * o * c for _, m, k, o, c in forward_matmuls(cfg, n)) + e.n_layers * enc_attn + d.n_layers * dec_attn
     return 2.0 * macs
+
+
+def matmul_floor(cfg, n: int, engine: str, reps: int = 3) -> dict:
+    """Seconds that the forward's weight matmuls alone take (random float32 operands of the same shapes,
+    each shape timed ``reps`` times after a warm-up, best time x count): the floor under a float32
+    forward that any numpy (engine "numpy": OpenBLAS) or torch (engine "torch": MKL) program can reach."""
+    rng = np.random.default_rng(0)
+    if engine == "torch":
+        import torch
+
+        def mm(x, w):
+            return torch.nn.functional.linear(x, w)
+        make = lambda r, c: torch.from_numpy(rng.standard_normal((r, c), dtype=np.float32))  # noqa: E731
+    else:
+        def mm(x, w):
+            return x @ w.T
+        make = lambda r, c: rng.standard_normal((r, c), dtype=np.float32)  # noqa: E731
+    total, per = 0.0, {}
+    for what, m, k, o, c in forward_matmuls(cfg, n):
+        x, w = make(m, k), make(o, k)
+        mm(x, w)
+        best = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            mm(x, w)
+            best = min(best, time.perf_counter() - t)
+        per[what] = best * c
+        total += best * c
+    flops = 2.0 * sum(m * k * o * c for _, m, k, o, c in forward_matmuls(cfg, n))
+    return {"seconds": total, "flops": flops, "per_matmul_seconds": per}
 
 
 def step_flops(cfg) -> float:
@@ -121,6 +178,19 @@ _F32 = None
 ATTENTION = "sdpa"  # transformers' attention kernel (--hf-attention): sdpa (its default) or eager
 
 
+def read_through(files) -> float:
+    """Read the checkpoint once, untimed, so the oracle's forward finds it in the OS page cache, as
+    transformers' timed forward finds its weights in memory (its load is timed apart, as the oracle's
+    is). A cold cache adds the disk: on this project's VM 8.9 GB read at about 0.5 GB/s (17.6 s)."""
+    t = time.perf_counter()
+    buf = bytearray(16 << 20)
+    for f in files:
+        with open(f, "rb", buffering=0) as fh:
+            while fh.readinto(buf):
+                pass
+    return time.perf_counter() - t
+
+
 def run_one(task: str, ckpt_dir: Path, seconds: float, steps: int) -> dict:
     global _F32
     from oracle.checkpoint import open_checkpoint
@@ -137,11 +207,18 @@ def run_one(task: str, ckpt_dir: Path, seconds: float, steps: int) -> dict:
     setup, mel, ids = inputs(ckpt_dir, seconds)
     n = len(ids)
     res: dict = {"task": task, "n_positions": n}
-    if who == "oracle":
+    if what == "matmul_floor":
+        if who == "hf":
+            import torch
+
+            torch.set_num_threads(os.cpu_count() or 1)
+        res.update(matmul_floor(ckpt.config, n, "torch" if who == "hf" else "numpy"))
+    elif who == "oracle":
         if what == "load":
             res["seconds"] = time.perf_counter() - t0
         elif what in ("forward_f32", "forward_f64"):
             p = FLOAT32 if what.endswith("f32") else FLOAT64
+            res["page_cache_seconds"] = read_through(ckpt.files)
             t = time.perf_counter()
             logits = forward(ckpt, mel.astype(p.dtype), ids, setup.protocol.delay_tokens, p)
             res["seconds"] = time.perf_counter() - t
@@ -215,11 +292,32 @@ def measure(task: str, args) -> dict:
     return res
 
 
+def summarize(results: list[dict]) -> dict[str, dict]:
+    """Per task over its repeats: the median time (its GFLOP/s recomputed), the largest peak RSS."""
+    by: dict[str, list[dict]] = {}
+    for r in results:
+        by.setdefault(r["task"], []).append(r)
+    out = {}
+    for task, runs in by.items():
+        ok = [r for r in runs if "seconds" in r]
+        if not ok:
+            out[task] = runs[-1]
+            continue
+        r = dict(ok[0])
+        r["seconds"] = float(np.median([x["seconds"] for x in ok]))
+        r["all_seconds"] = [x["seconds"] for x in ok]
+        r["peak_rss_gib"] = max(x["peak_rss_gib"] for x in ok)
+        if r.get("flops"):
+            r["gflops"] = r["flops"] / r["seconds"] / 1e9
+        out[task] = r
+    return out
+
+
 def table(results: list[dict]) -> str:
-    by = {r["task"]: r for r in results}
+    by = summarize(results)
     lines = [f"{'measurement':<14} {'oracle s':>9} {'RSS GiB':>8} {'GFLOP/s':>8} | {'transformers s':>14} {'RSS GiB':>8} "
              f"{'GFLOP/s':>8} | {'ratio':>6}"]
-    for what in ("load", "forward_f32", "forward_f64", "decode_step"):
+    for what in MEASUREMENTS:
         o, h = by.get(f"oracle:{what}"), by.get(f"hf:{what}")
         def cols(r):
             if not r or "seconds" not in r:
@@ -230,7 +328,32 @@ def table(results: list[dict]) -> str:
     f32, f64 = by.get("oracle:forward_f32"), by.get("oracle:forward_f64")
     if f32 and f64 and "seconds" in f32 and "seconds" in f64:
         lines.append(f"oracle float64 / float32 forward: {f64['seconds'] / f32['seconds']:.2f}x")
+    for who, name in (("oracle", "oracle"), ("hf", "transformers")):
+        fw, fl = by.get(f"{who}:forward_f32"), by.get(f"{who}:matmul_floor")
+        if fw and fl and "seconds" in fw and "seconds" in fl:
+            lines.append(f"{name} float32 forward beyond its matmul floor: {fw['seconds'] - fl['seconds']:.2f} s "
+                         f"(floor {fl['seconds']:.2f} s)")
+    if any(len(r.get("all_seconds", [])) > 1 for r in by.values()):
+        lines.append("(median of the repeats; peak RSS is the largest)")
     return "\n".join(lines)
+
+
+def machine() -> dict:
+    """What the numbers depend on: the CPU, its vector units, numpy's BLAS."""
+    info: dict = {"numpy": np.__version__, "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}
+    try:
+        cpu = Path("/proc/cpuinfo").read_text()
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("model name"))
+        flags = next(line for line in cpu.splitlines() if line.startswith("flags")).split()
+        info["vector"] = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    except (OSError, StopIteration):
+        pass
+    cfg = np.show_config(mode="dicts") if hasattr(np, "show_config") else {}
+    try:
+        info["blas"] = cfg["Build Dependencies"]["blas"]["name"]
+    except (TypeError, KeyError):
+        pass
+    return info
 
 
 def main() -> int:
@@ -243,6 +366,8 @@ def main() -> int:
     ap.add_argument("--only", help="comma-separated tasks, e.g. oracle:forward_f32,hf:forward_f32")
     ap.add_argument("--hf-attention", choices=["sdpa", "eager"], default="sdpa",
                     help="transformers' attention implementation (its default is sdpa)")
+    ap.add_argument("--repeat", type=int, default=1, help="run the task list this many times (alternating); "
+                    "the table shows medians")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     global ATTENTION
@@ -260,7 +385,7 @@ def main() -> int:
     except ImportError:
         have_hf = False
     results = []
-    for task in tasks:
+    for task in tasks * max(1, args.repeat):
         if task.startswith("hf:") and not have_hf:
             continue
         print(f"running {task} ...", flush=True)
@@ -272,7 +397,8 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "seconds_of_audio": args.seconds,
                                     "hf_attention": args.hf_attention,
-                                    "cpu_count": os.cpu_count(), "results": results}, indent=1) + "\n")
+                                    "cpu_count": os.cpu_count(), "machine": machine(), "summary": summarize(results),
+                                    "results": results}, indent=1) + "\n")
     print(f"\nwrote {args.out}")
     return 0
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from .config import ModelConfig, read_json
 from .errors import OracleError, where
-from .precision import BF16, Precision
+from .precision import BF16, Precision, widen_into
 from .weights import (
     HF_PREFIX_ALIASES,
     HF_TIED_COPIES,
@@ -189,7 +189,7 @@ class Arena:
         buf = self._buffers.get(key)
         if buf is None or buf.shape != shape or buf.dtype != dtype:
             buf = self._buffers[key] = np.empty(shape, dtype)
-        np.copyto(buf, src, casting="unsafe")  # BF16/F16/F32 -> float32/float64: exact widening
+        widen_into(buf, src)
         return buf
 
 

@@ -108,7 +108,7 @@ def lm_head(h: np.ndarray, embedding_rows, vocab_size: int, p: Precision, tap=no
     out = np.empty((h.shape[0], vocab_size), dtype=h.dtype)
     for start in range(0, vocab_size, chunk):
         rows = embedding_rows(slice(start, min(start + chunk, vocab_size)))
-        out[:, start:start + rows.shape[0]] = linear(h, rows)
+        linear(h, rows, out=out[:, start:start + rows.shape[0]])
     out = p.store(out)
     tap("logits", out)
     return out

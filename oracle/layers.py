@@ -15,10 +15,16 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import erf
 
+from . import parallel
 
-def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    """y = x W^T (+ b). [.., in] x [out, in] -> [.., out]; PyTorch Linear layout kept from the checkpoint."""
+
+def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """y = x W^T (+ b). [.., in] x [out, in] -> [.., out]; PyTorch Linear layout kept from the checkpoint.
+    ``out`` (no bias): write y there, e.g. a column block of the LM head's logits (BLAS writes it directly)."""
     assert x.shape[-1] == w.shape[1], (x.shape, w.shape)
+    if out is not None:
+        assert b is None, "linear: out= takes no bias"
+        return np.matmul(x, w.T, out=out)
     y = x @ w.T
     return y if b is None else y + b
 
@@ -29,7 +35,11 @@ def gelu(x: np.ndarray) -> np.ndarray:
 
 
 def silu(x: np.ndarray) -> np.ndarray:
-    return x / (1.0 + np.exp(-x))
+    """x / (1 + exp(−x)), in one scratch array (the FFN's widest activation: [N, F])."""
+    d = np.negative(x)
+    np.exp(d, out=d)
+    d += 1.0
+    return np.divide(x, d, out=d)
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
@@ -115,6 +125,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray) -> 
     """
     n, h, dh = q.shape
     s, kh, _ = k.shape
+    g = h // kh
     assert v.shape == k.shape and h % kh == 0 and mask.shape == (n, s), (q.shape, k.shape, v.shape, mask.shape)
     assert mask.any(axis=1).all(), "attention: a query sees no key"
     out = np.empty((n, h, dh), dtype=q.dtype)
@@ -127,7 +138,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray) -> 
         if cols[-1] - cols[0] + 1 == len(cols):
             cols = slice(cols[0], cols[-1] + 1)
         kb, vb, mb = k[cols], v[cols], mask[i0:i1, cols]
-        p = attention_probs(q[i0:i1], kb, mb).reshape(kh, h // kh, i1 - i0, -1)  # [K, G, B, S']
+        p = attention_probs(q[i0:i1], kb, mb).reshape(kh, g, i1 - i0, -1)  # [K, G, B, S']
         o = p @ vb.transpose(1, 0, 2)[:, None]  # [K, G, B, S'] @ [K, 1, S', Dh] -> [K, G, B, Dh] (batched BLAS)
         out[i0:i1] = o.transpose(2, 0, 1, 3).reshape(i1 - i0, h, dh)
     return out
@@ -140,14 +151,23 @@ def attention_probs(q: np.ndarray, k: np.ndarray, mask: np.ndarray) -> np.ndarra
     s, kh, _ = k.shape
     g = h // kh
     qg = q.reshape(n, kh, g, dh).transpose(1, 2, 0, 3)  # [K, G, N, Dh]; head h = kv * G + r
-    scores = (qg @ k.transpose(1, 2, 0)[:, None]) / np.sqrt(q.dtype.type(dh))  # [K, G, N, S]
+    scores = (qg @ k.transpose(1, 2, 0)[:, None]).reshape(h, n, s)  # [K, G, N, S] -> [H, N, S]
+    # The softmax is one-core numpy work, the matmuls around it are not: heads run on every core.
+    parallel.split(lambda a, b: masked_softmax_(scores[a:b], mask, q.dtype.type(dh)), h, elements_per_item=n * s)
+    return scores
+
+
+def masked_softmax_(scores: np.ndarray, mask: np.ndarray, dh) -> np.ndarray:
+    """In place: softmax(scores / sqrt(Dh) + mask) over the last axis.  [H, N, S], [N, S] -> [H, N, S]."""
+    scores /= np.sqrt(dh)
     # Masked keys get a large finite negative score rather than -inf: exp underflows to exactly 0 either
     # way, but numpy's SIMD exp takes a slow path on -inf (about 8x slower on [32, 684, 684]).
-    scores = np.where(mask, scores, scores.dtype.type(MASKED_SCORE))
+    if not mask.all():
+        np.copyto(scores, scores.dtype.type(MASKED_SCORE), where=~mask)
     scores -= scores.max(axis=-1, keepdims=True)
-    p = np.exp(scores, out=scores)
-    p /= p.sum(axis=-1, keepdims=True)
-    return p.reshape(h, n, s)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    return scores
 
 
 # -- convolution --------------------------------------------------------------------------------
