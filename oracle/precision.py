@@ -60,6 +60,7 @@ def widen_into(out: np.ndarray, src: np.ndarray) -> None:
     """out[...] = src, an exact widening (BF16/F16/F32 -> float32/float64), by row ranges on every core:
     the cast is one-core work (~0.6 ns per element) that releases the GIL (``parallel``)."""
     assert out.shape == src.shape, (out.shape, src.shape)
+    src = np.asarray(src)  # a plain view of a memmap: slicing np.memmap costs ~0.25 ms a slice in __array_finalize__
     if out.ndim == 0:
         np.copyto(out, src, casting="unsafe")
         return
