@@ -5,7 +5,9 @@ release the GIL on large arrays, so running disjoint slices in threads uses the 
 change to any number: each element is computed by the same loop, only by another thread.
 
 Used where the one-core work is large enough to matter at full size: BF16 -> float32/float64 weight
-conversion (``precision.widen_into``, by rows) and attention's softmax (``layers.attention_probs``, by head).
+conversion (``precision.widen_into``, by rows), attention (``layers.attention``, by kv head: its many
+small matmuls run one BLAS thread per part, see ``split(blas_single=True)``) and the softmax of
+``layers.attention_probs`` (by head).
 
 The pool is created on first use and holds no model state. ``set_workers(1)`` runs everything in
 the calling thread (the tests check that results do not depend on it).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Callable
 
 _WORKERS = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
@@ -45,11 +48,14 @@ def ranges(n: int, parts: int) -> list[tuple[int, int]]:
 MIN_ELEMENTS = 1 << 19  # the least work (array elements) worth a part: a thread hand-off costs ~50 µs
 
 
-def split(fn: Callable[[int, int], None], n: int, elements_per_item: int = 1) -> None:
+def split(fn: Callable[[int, int], None], n: int, elements_per_item: int = 1, blas_single: bool = False) -> None:
     """Call ``fn(start, stop)`` on disjoint ranges covering [0, n), in parallel; return when all are done.
 
     ``fn`` must only write its own range. Each part gets at least ``MIN_ELEMENTS`` elements of work
-    (``elements_per_item`` per index), so small arrays stay in the calling thread.
+    (``elements_per_item`` per index), so small arrays stay in the calling thread. ``blas_single``: the
+    parts call matmuls, so while they run numpy's BLAS uses one thread per call (parts x BLAS threads
+    would oversubscribe the cores). OpenBLAS threads split a matmul's rows and columns, never its inner
+    sum, so one thread computes the same bits.
     """
     global _POOL
     parts = ranges(n, min(_WORKERS, max(1, n * elements_per_item // MIN_ELEMENTS)))
@@ -58,7 +64,26 @@ def split(fn: Callable[[int, int], None], n: int, elements_per_item: int = 1) ->
         return
     if _POOL is None:
         _POOL = ThreadPoolExecutor(_WORKERS, thread_name_prefix="oracle")
-    futures = [_POOL.submit(fn, a, b) for a, b in parts[1:]]
-    fn(*parts[0])  # the caller takes the first part itself
-    for f in futures:
-        f.result()  # re-raises a worker's exception here
+    with _one_blas_thread() if blas_single else nullcontext():
+        futures = [_POOL.submit(fn, a, b) for a, b in parts[1:]]
+        try:
+            fn(*parts[0])  # the caller takes the first part itself
+        finally:
+            for f in futures:
+                f.exception()  # wait for every part before BLAS gets its threads back
+        for f in futures:
+            f.result()  # re-raises a worker's exception here
+
+
+_BLAS = None
+
+
+def _one_blas_thread():
+    """A context in which numpy's BLAS (and any other BLAS loaded, e.g. torch's in the tests) runs one
+    thread per call; threadpoolctl finds the libraries once (~10 ms) and sets a limit in ~20 µs."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")

@@ -20,6 +20,7 @@ from oracle.layers import (
     apply_rope,
     attention,
     conv1d,
+    linear,
     rms_norm,
     rope_angles,
     rope_rotate_half,
@@ -123,6 +124,22 @@ def test_gqa_head_mapping_is_repeat_interleave():
     for h in range(6):
         single = attention(q[:, h:h + 1], k[:, h // 3: h // 3 + 1], v[:, h // 3: h // 3 + 1], mask)
         np.testing.assert_allclose(out[:, h], single[:, 0], atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,k", [(2, 2048), (38, 3072), (174, 9216), (511, 3072), (512, 3072), (174, 1280), (1, 3072)])
+def test_linear_orientation_changes_no_bit(dtype, m, k):
+    """linear computes W xᵀ for few rows against a wide weight (speed): every element must be the bits
+    of x Wᵀ, with a bias, and written into a column block of a wider output (the LM head)."""
+    rng = np.random.default_rng(m * 7 + k)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((m, k), (96, k), (96,)))
+    want = x @ w.T
+    assert np.array_equal(linear(x, w), want)
+    assert np.array_equal(linear(x, w, b), want + b)
+    out = np.zeros((m, 200), dtype)
+    linear(x, w, out=out[:, 50:146])
+    assert np.array_equal(out[:, 50:146], want) and not out[:, :50].any() and not out[:, 146:].any()
+    assert linear(x, w).flags.c_contiguous and linear(x, w).dtype == dtype
 
 
 def test_fully_masked_row_is_an_error():
