@@ -25,10 +25,11 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, out: np.nd
     assert out is None or b is None, "linear: out= takes no bias"
     if x.dtype == np.float32 and x.ndim == 2 and 1 < x.shape[0] < FEW_ROWS and w.shape[1] >= WIDE_INNER:
         # Few rows against a wide weight (the decoder and LM head offline, a streaming prefill): OpenBLAS's
-        # sgemm runs W xᵀ about 10% faster than x Wᵀ (measured: [174, 9216] x [3072, 9216]ᵀ 145 -> 163
-        # GFLOP/s). In float32 each output element is then the same dot product in the same order (checked
-        # bitwise by tests/test_layers.py), so only the speed changes. Not in float64: there dgemm is
-        # slower this way round and its kernels sum in another order (the last bit moves).
+        # sgemm runs W xᵀ 10-20% faster than x Wᵀ (measured: [174, 9216] x [3072, 9216]ᵀ 145 -> 163 GFLOP/s
+        # on AVX-512, 109 -> 128 on AVX2). It is the same dot products; the summation order is the
+        # kernel's: the same bits on OpenBLAS's AVX-512 kernels, a last-bit change (≤ 4.5e-7 relative) on
+        # its AVX2 kernels, where the thread count and the row count move those bits as well. Not in
+        # float64: there dgemm is slower this way round. tests/test_layers.py bounds the difference.
         yt = np.matmul(w, x.T)  # [out, N]
         if out is None:
             y = np.ascontiguousarray(yt.T)
@@ -166,7 +167,8 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray) -> 
             out[i0:i1, qa:qb] = o.transpose(2, 0, 1, 3).reshape(i1 - i0, qb - qa, dh)
 
     # Per head these are small matmuls (B x Dh x S') that BLAS cannot spread well over the cores: kv heads
-    # run in threads instead, each calling a one-thread BLAS (the same kernels, so the same bits).
+    # run in threads instead, each calling a one-thread BLAS (the same kernels; on OpenBLAS's AVX2 kernels
+    # one thread sums some elements in another order than two, see ``parallel.split``).
     parallel.split(kv_heads, kh, elements_per_item=g * n * s * dh, blas_single=True)  # work ~ multiply-adds
     return out
 
