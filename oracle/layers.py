@@ -73,7 +73,11 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
 def swiglu(x: np.ndarray, w1: np.ndarray, w3: np.ndarray, w2: np.ndarray, b2: np.ndarray | None = None) -> np.ndarray:
     """W2 (SiLU(W1 x) ⊙ W3 x) (+ b2). [N, D] -> [N, D]; w1 is the gate, w3 the up projection.
     The encoder's w2 carries a bias (its only MLP bias); the decoder's has none."""
-    return linear(silu(linear(x, w1)) * linear(x, w3), w2, b2)
+    gate, up = linear(x, w1), linear(x, w3)  # [N, F] each
+    # The gate is element-wise one-core work on the widest activation: rows in threads, same bits.
+    parallel.split(lambda a, b: np.multiply(silu(gate[a:b]), up[a:b], out=up[a:b]), up.shape[0],
+                   elements_per_item=up.size // max(1, up.shape[0]))
+    return linear(up, w2, b2)
 
 
 # -- rotary position embedding ------------------------------------------------------------------
@@ -103,8 +107,11 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     x0, x1 = x[..., 0::2], x[..., 1::2]
     c, s = cos[:, None, :].astype(x.dtype), sin[:, None, :].astype(x.dtype)
     out = np.empty_like(x)
-    out[..., 0::2] = x0 * c - x1 * s
-    out[..., 1::2] = x0 * s + x1 * c
+
+    def rows(a: int, b: int) -> None:  # positions [a, b): element-wise, so threads change no bit
+        out[a:b, :, 0::2] = x0[a:b] * c[a:b] - x1[a:b] * s[a:b]
+        out[a:b, :, 1::2] = x0[a:b] * s[a:b] + x1[a:b] * c[a:b]
+    parallel.split(rows, n, elements_per_item=h * dh)
     return out
 
 
