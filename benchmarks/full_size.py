@@ -12,8 +12,8 @@ peak RSS is that measurement's alone), alternating oracle and transformers:
     forward_f64     the oracle's float64 forward (transformers has no float64 run here)
     decode_step     median seconds per greedy step after the prompt, float32 (oracle: resident decoder)
     matmul_floor    the forward's weight matmuls alone, float32, random operands of the same shapes:
-                    numpy (OpenBLAS) for the oracle, torch (MKL) for transformers; the floor under
-                    each side's forward on this machine
+                    the oracle's layers.linear (numpy, OpenBLAS) and torch's F.linear (MKL); the floor
+                    under each side's forward on this machine
 
 The oracle's forward starts with the checkpoint in the OS page cache (read through once, untimed),
 as transformers' forward starts with its weights in memory; both loads are timed apart.
@@ -83,7 +83,8 @@ def forward_flops(cfg, n: int) -> float:
 def matmul_floor(cfg, n: int, engine: str, reps: int = 3) -> dict:
     """Seconds that the forward's weight matmuls alone take (random float32 operands of the same shapes,
     each shape timed ``reps`` times after a warm-up, best time x count): the floor under a float32
-    forward that any numpy (engine "numpy": OpenBLAS) or torch (engine "torch": MKL) program can reach."""
+    forward, for the oracle (engine "numpy": ``layers.linear`` on OpenBLAS) and for transformers (engine
+    "torch": ``F.linear`` on MKL)."""
     rng = np.random.default_rng(0)
     if engine == "torch":
         import torch
@@ -92,8 +93,7 @@ def matmul_floor(cfg, n: int, engine: str, reps: int = 3) -> dict:
             return torch.nn.functional.linear(x, w)
         make = lambda r, c: torch.from_numpy(rng.standard_normal((r, c), dtype=np.float32))  # noqa: E731
     else:
-        def mm(x, w):
-            return x @ w.T
+        from oracle.layers import linear as mm  # the oracle's own matmul (it picks W xᵀ for few rows)
         make = lambda r, c: rng.standard_normal((r, c), dtype=np.float32)  # noqa: E731
     total, per = 0.0, {}
     for what, m, k, o, c in forward_matmuls(cfg, n):
@@ -335,6 +335,10 @@ def table(results: list[dict]) -> str:
                          f"(floor {fl['seconds']:.2f} s)")
     if any(len(r.get("all_seconds", [])) > 1 for r in by.values()):
         lines.append("(median of the repeats; peak RSS is the largest)")
+        for what in MEASUREMENTS:  # the machine's speed drifts: each round's oracle/transformers pair ran back to back
+            o, h = by.get(f"oracle:{what}", {}).get("all_seconds"), by.get(f"hf:{what}", {}).get("all_seconds")
+            if o and h and len(o) == len(h) > 1:
+                lines.append(f"{what} ratio per round: " + ", ".join(f"{a / b:.2f}" for a, b in zip(o, h)))
     return "\n".join(lines)
 
 
