@@ -1,11 +1,12 @@
 """Full-size benchmark: the oracle against transformers on the same synthetic checkpoint and speech.
 
-    python benchmarks/full_size.py [--checkpoint DIR] [--seconds 10] [--out results.json]
+    python benchmarks/full_size.py [--checkpoint DIR] [--seconds 10] [--out results.json] [--repeat N]
                                    [--steps 12] [--no-transformers] [--only TASKS]
 
 Makes (or reuses) a synthetic full-size checkpoint (`voxtral-oracle synth --size full`) and a speech
 clip (the built-in clip repeated to --seconds), then runs each measurement in its own process (so
-peak RSS is that measurement's alone), alternating oracle and transformers:
+peak RSS is that measurement's alone), alternating oracle and transformers (with --repeat, every
+second round puts transformers first in each pair: see ``rounds``):
 
     load            oracle: open + validate the checkpoint (lazy); transformers: build the float32 model
     forward_f32     one offline forward: mel + token ids -> logits [N, V]
@@ -275,6 +276,23 @@ def run_one(task: str, ckpt_dir: Path, seconds: float, steps: int) -> dict:
     return res
 
 
+def rounds(tasks: list[str], repeat: int) -> list[str]:
+    """The task list ``repeat`` times; in every second round each measurement's transformers run goes
+    before the oracle's. Which process ran just before matters on a VM: measured on this project's 2-core
+    KVM guest, the oracle's forward took 30-35 s right after a transformers process (17 GB, which also
+    evicts the page cache) and 26-31 s after one of its own. So neither side always goes second."""
+    out = []
+    for r in range(repeat):
+        order, i = list(tasks), 0
+        while r % 2 and i + 1 < len(order):
+            if order[i].split(":")[1] == order[i + 1].split(":")[1]:  # an oracle/transformers pair
+                order[i], order[i + 1] = order[i + 1], order[i]
+                i += 1
+            i += 1
+        out += order
+    return out
+
+
 def measure(task: str, args) -> dict:
     """Run one task in a child process; its own peak RSS comes from wait4's rusage."""
     cmd = [sys.executable, __file__, "--one", task, "--checkpoint", str(args.checkpoint), "--seconds", str(args.seconds),
@@ -389,7 +407,7 @@ def main() -> int:
     except ImportError:
         have_hf = False
     results = []
-    for task in tasks * max(1, args.repeat):
+    for task in rounds(tasks, max(1, args.repeat)):
         if task.startswith("hf:") and not have_hf:
             continue
         print(f"running {task} ...", flush=True)

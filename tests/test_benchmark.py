@@ -41,3 +41,15 @@ def test_matmul_floor_times_every_matmul():
     r = fs.matmul_floor(TINY, 12, "numpy", reps=1)
     assert set(r["per_matmul_seconds"]) == {w for w, *_ in fs.forward_matmuls(TINY, 12)}
     assert r["seconds"] > 0 and r["flops"] < fs.forward_flops(TINY, 12)
+
+
+def test_rounds_swap_who_goes_first():
+    """Every round runs every task once; in every second round transformers runs before the oracle in each
+    pair (the process that ran just before changes the next one's time on a VM), singletons stay put."""
+    fs = load_benchmark()
+    r = fs.rounds(fs.TASKS, 3)
+    n = len(fs.TASKS)
+    assert r[:n] == fs.TASKS == r[2 * n:] and sorted(r[n:2 * n]) == sorted(fs.TASKS)
+    second = r[n:2 * n]
+    assert second.index("hf:forward_f32") + 1 == second.index("oracle:forward_f32")
+    assert second.index("hf:load") == 0 and second.index("oracle:forward_f64") == fs.TASKS.index("oracle:forward_f64")
