@@ -20,7 +20,8 @@ The oracle's forward starts with the checkpoint in the OS page cache (read throu
 as transformers' forward starts with its weights in memory; both loads are timed apart.
 
 Prints a table (wall time, peak RSS, GFLOP/s against the analytic FLOP count, oracle/transformers
-ratio) and writes JSON. transformers runs only when it is installed (the test extra).
+ratio) and writes JSON. The oracle's speed is numpy's BLAS kernel: it prints which OpenBLAS kernel set
+runs and says when the environment pins one (OPENBLAS_CORETYPE, see oracle/blas.py). transformers runs only when it is installed (the test extra).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import oracle  # noqa: F401  (first: it sets OpenBLAS's thread timeout before numpy loads OpenBLAS)
 import numpy as np
+from oracle import blas
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["oracle:load", "hf:load", "oracle:forward_f32", "hf:forward_f32", "oracle:forward_f64",
@@ -362,7 +364,8 @@ def table(results: list[dict]) -> str:
 
 def machine() -> dict:
     """What the numbers depend on: the CPU, its vector units, numpy's BLAS."""
-    info: dict = {"numpy": np.__version__, "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}
+    info: dict = {"numpy": np.__version__, "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+                  "blas_kernel": blas.kernel(), "openblas_env": blas.forced()}
     try:
         cpu = Path("/proc/cpuinfo").read_text()
         info["cpu"] = next(line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("model name"))
@@ -401,6 +404,10 @@ def main() -> int:
         print(f"writing a synthetic full-size checkpoint to {args.checkpoint} (about 2.5 minutes, 8.9 GB)")
         subprocess.run([sys.executable, "-m", "oracle_tools.cli", "synth", str(args.checkpoint), "--size", "full"], check=True)
     tasks = args.only.split(",") if args.only else TASKS
+    print(f"numpy's BLAS kernel: {blas.kernel()}")
+    for k, v in blas.forced().items():  # a machine may pin OpenBLAS's kernel for older builds' sake
+        print(f"  {k}={v} is set: OpenBLAS runs that, not what it would pick for this CPU; "
+              "`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` before the command lets it pick")
     try:
         import transformers  # noqa: F401
         have_hf = not args.no_transformers
@@ -416,6 +423,7 @@ def main() -> int:
         print(f"  {json.dumps({k: v for k, v in r.items() if k != 'step_seconds'})}", flush=True)
     print()
     print(table(results))
+    print(f"numpy's BLAS kernel: {blas.kernel()}" + (f" (pinned: {blas.forced()})" if blas.forced() else ""))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "seconds_of_audio": args.seconds,
                                     "hf_attention": args.hf_attention,

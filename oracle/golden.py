@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import __version__
+from . import __version__, blas
 from .adapter import adapter
 from .audio import quantize_int16
 from .checkpoint import Checkpoint, read_tensor, sha256_file, write_safetensors
@@ -562,6 +562,7 @@ def provenance_for(ctx: Context, checkpoint_label: str, audio_label: str | None,
         "oracle_version": __version__,
         "numpy_version": np.__version__,
         "python_version": platform.python_version(),
+        "blas_kernel": blas.kernel(),  # float32/float64 last bits depend on it (oracle/blas.py)
         "checkpoint": checkpoint_label,
         "checkpoint_layout": ctx.ckpt.layout,
         "checkpoint_sha256": files,

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from oracle import builtin
+from oracle import blas, builtin
 from oracle.audio import load_audio, quantize_int16
 from oracle.checkpoint import read_safetensors_header, read_tensor
 from oracle.compare import compare, load_golden
@@ -74,11 +74,20 @@ def test_committed_goldens_match_a_regeneration(fresh):
         b = json.loads((fresh / case.dir.name / "manifest.json").read_text())
         for m in (a, b):
             m.pop("sha256")
-            m["provenance"].pop("numpy_version"), m["provenance"].pop("python_version")
+            for machine_fact in ("numpy_version", "python_version", "blas_kernel"):
+                m["provenance"].pop(machine_fact, None)
             for o in m["outputs"].values():
                 for t in o.get("tolerance", {}).values():
                     t.pop("measured_max_abs"), t.pop("atol"), t.pop("floor")
         assert a == b, case.name
+
+
+def test_provenance_names_the_blas_kernel(fresh):
+    """float32/float64 last bits depend on numpy's BLAS kernel: the set says which one it ran on."""
+    index = json.loads((fresh / "index.json").read_text())
+    case = json.loads(next(fresh.glob("*/manifest.json")).read_text())
+    assert index["provenance"]["blas_kernel"] == case["provenance"]["blas_kernel"] == blas.kernel()
+    assert blas.kernel() not in ("", "unknown")
 
 
 def load_candidate_from_set(d: Path) -> dict[str, np.ndarray]:

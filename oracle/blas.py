@@ -1,0 +1,31 @@
+"""Which kernels numpy's matmuls run on: the one machine fact that moves float32/float64 last bits.
+
+numpy's wheels ship OpenBLAS built with DYNAMIC_ARCH: when the library loads it reads the CPU and
+picks one kernel set ("Haswell" for AVX2, "SkylakeX" for AVX-512, ...), unless the environment
+variable OPENBLAS_CORETYPE names one (some machines set it for older OpenBLAS builds; it can leave an
+AVX-512 CPU on the AVX2 kernels at about half the matmul speed: measured on an AMD EPYC Zen 5, 2 cores,
+float32 [696, 1280] x [1280, 5120] 217 GFLOP/s on Haswell, 404 on SkylakeX). Every kernel computes the
+same matmul up to rounding, in a different order: results move in their last bits between kernels
+(bounded in ``test_layers``), so the goldens' provenance and the benchmark record the kernel.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def kernel() -> str:
+    """The kernel set numpy's OpenBLAS loaded ("Haswell", "SkylakeX", ...), else the BLAS's name
+    (threadpoolctl reads it from the loaded library itself, not from the environment)."""
+    import numpy as np  # noqa: F401  (loads the BLAS so threadpoolctl sees it)
+    from threadpoolctl import threadpool_info
+
+    for lib in threadpool_info():
+        if lib.get("user_api") == "blas":
+            return str(lib.get("architecture") or lib.get("internal_api") or "unknown")
+    return "unknown"
+
+
+def forced() -> dict[str, str]:
+    """The OPENBLAS_* settings in the environment that override what OpenBLAS would pick itself."""
+    return {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
