@@ -21,7 +21,8 @@ as transformers' forward starts with its weights in memory; both loads are timed
 
 Prints a table (wall time, peak RSS, GFLOP/s against the analytic FLOP count, oracle/transformers
 ratio) and writes JSON. The oracle's speed is numpy's BLAS kernel: it prints which OpenBLAS kernel set
-runs and says when the environment pins one (OPENBLAS_CORETYPE, see oracle/blas.py). transformers runs only when it is installed (the test extra).
+runs and says when the environment pins one (OPENBLAS_CORETYPE, see oracle/blas.py). transformers runs
+only when it is installed (the test extra).
 """
 
 from __future__ import annotations
@@ -381,6 +382,16 @@ def machine() -> dict:
     return info
 
 
+def kernel_line(info: dict) -> str:
+    """numpy's BLAS kernel, and what pins it (a machine may set OPENBLAS_CORETYPE for older builds)."""
+    line = f"numpy's BLAS kernel: {info['blas_kernel']}"
+    if info["openblas_env"]:
+        pins = " ".join(f"{k}={v}" for k, v in info["openblas_env"].items())
+        line += (f" (pinned by {pins}: OpenBLAS runs that, not what it would pick for this CPU; "
+                 "`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` before the command lets it pick)")
+    return line
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, default=ROOT / "out" / "full-synth")
@@ -404,10 +415,8 @@ def main() -> int:
         print(f"writing a synthetic full-size checkpoint to {args.checkpoint} (about 2.5 minutes, 8.9 GB)")
         subprocess.run([sys.executable, "-m", "oracle_tools.cli", "synth", str(args.checkpoint), "--size", "full"], check=True)
     tasks = args.only.split(",") if args.only else TASKS
-    print(f"numpy's BLAS kernel: {blas.kernel()}")
-    for k, v in blas.forced().items():  # a machine may pin OpenBLAS's kernel for older builds' sake
-        print(f"  {k}={v} is set: OpenBLAS runs that, not what it would pick for this CPU; "
-              "`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` before the command lets it pick")
+    info = machine()
+    print(kernel_line(info))
     try:
         import transformers  # noqa: F401
         have_hf = not args.no_transformers
@@ -423,11 +432,11 @@ def main() -> int:
         print(f"  {json.dumps({k: v for k, v in r.items() if k != 'step_seconds'})}", flush=True)
     print()
     print(table(results))
-    print(f"numpy's BLAS kernel: {blas.kernel()}" + (f" (pinned: {blas.forced()})" if blas.forced() else ""))
+    print(kernel_line(info))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "seconds_of_audio": args.seconds,
                                     "hf_attention": args.hf_attention,
-                                    "cpu_count": os.cpu_count(), "machine": machine(), "summary": summarize(results),
+                                    "cpu_count": os.cpu_count(), "machine": info, "summary": summarize(results),
                                     "results": results}, indent=1) + "\n")
     print(f"\nwrote {args.out}")
     return 0

@@ -1,4 +1,4 @@
-"""Which kernels numpy's matmuls run on: the one machine fact that moves float32/float64 last bits.
+"""Which kernels numpy's matmuls run on: the machine fact that moves float32/float64 last bits most.
 
 numpy's wheels ship OpenBLAS built with DYNAMIC_ARCH: when the library loads it reads the CPU and
 picks one kernel set ("Haswell" for AVX2, "SkylakeX" for AVX-512, ...), unless the environment
