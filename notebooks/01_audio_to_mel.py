@@ -13,7 +13,7 @@
 # This notebook pads the audio the way the streaming protocol does, builds the spectrogram step by step
 # in plain numpy, and checks every step against the oracle (`oracle/mel.py`, `oracle/protocol.py`).
 #
-# Spec: `VOXTRAL_REALTIME.md` §2 (front end), §6.3 (padding), §11 items 3 and 8. Official code: HF
+# Spec: `docs/MODEL.md` §2 (front end), §6.3 (padding), §11.3, §11.8. Official code: HF
 # `feature_extraction_voxtral_realtime.py` `_torch_extract_fbank_features`, vLLM `voxtral.py`
 # `compute_whisper_melspec`, MC `audio.py` `mel_filter_bank` (all three agree).
 #

@@ -14,7 +14,7 @@
 # itself**. Everything here is built in numpy and checked against the oracle's taps
 # (`oracle/encoder.py`, `oracle/layers.py`).
 #
-# Spec: `VOXTRAL_REALTIME.md` §3 (encoder), §11 items 1, 2, 5. Official code: HF
+# Spec: `docs/MODEL.md` §3 (encoder), §11.1, §11.2, §11.5. Official code: HF
 # `modeling_voxtral_realtime.py` `VoxtralRealtimeCausalConv1d`, `…EncoderLayer`; vLLM `whisper_causal.py`
 # `WhisperCausalConv1d`, `WhisperCausalEncoderLayer`; the window is vLLM's flash-attn `(W − 1, 0)`.
 #

@@ -13,7 +13,7 @@
 # (`oracle/layers.py`, `oracle/weights.py`, `oracle/decoder.py`) and against the intermediate tensors of a
 # real forward pass (taps).
 #
-# Spec: `VOXTRAL_REALTIME.md` §1.4–1.5 (q/k layout), §3.2, §5.2–5.3, §9, §11 items 4, 6, 7. Official code:
+# Spec: `docs/MODEL.md` §1.4–1.5 (q/k layout), §3.2, §5.2–5.3, §9, §11.4, §11.6, §11.7. Official code:
 # HF `modeling_voxtral_realtime.py` (`VoxtralRealtimeRMSNorm`, `VoxtralRealtimeTimeEmbedding`,
 # `VoxtralRealtimeTextDecoderLayer`, `convert_voxtral_realtime_weights_to_hf.py` `permute`); vLLM
 # `whisper_causal.py` (`is_neox_style=False`), `mistral.py` (`MistralDecoderLayer`, `maybe_remap_mistral`).

@@ -18,7 +18,7 @@
 # Then the rest of the decoder in one screen — GQA with a sliding window, ADA RMSNorm, tied LM head —
 # checked against the oracle's logits (`oracle/adapter.py`, `oracle/decoder.py`, `oracle/forward.py`).
 #
-# Spec: `VOXTRAL_REALTIME.md` §4, §5, §6.3. Official code: HF `VoxtralRealtimeMultiModalProjector`,
+# Spec: `docs/MODEL.md` §4, §5, §6.3. Official code: HF `VoxtralRealtimeMultiModalProjector`,
 # `VoxtralRealtimeModel.forward` (`inputs_embeds += audio_embeds`); vLLM `voxtral.py` `AudioLanguageAdapter`,
 # `voxtral_realtime.py` `forward` ("sum pool text and audio embeddings").
 #

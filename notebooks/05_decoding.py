@@ -14,7 +14,7 @@
 # the loop with explicit KV caches, and the Tekken detokenizer in numpy, and checks them against
 # `oracle/protocol.py`, `oracle/streaming.py` (`generate_offline`) and `oracle/tokenizer.py`.
 #
-# Spec: `VOXTRAL_REALTIME.md` §5.3, §6.1–6.4, §7.2, §11 item 9. Official code: MC `instruct.py`
+# Spec: `docs/MODEL.md` §5.3, §6.1–6.4, §7.2, §11.9. Official code: MC `instruct.py`
 # `_encode_streaming_transcription`, `audio.py` (`n_right_pad_tokens`, `OFFLINE_STREAMING_BUFFER_TOKENS`),
 # `tekken.py` `Tekkenizer.decode`; HF `generate` with `max_length = N`; vLLM `voxtral_realtime.py`.
 

@@ -17,7 +17,7 @@
 # watches its caches stay within their windows, and measures vLLM's realtime framing, whose mel grid sits
 # 40 samples early.
 #
-# Spec: `VOXTRAL_REALTIME.md` §2.3, §3.1 (conv state), §6.5, §11 item 10. Official code: HF
+# Spec: `docs/MODEL.md` §2.3, §3.1 (conv state), §6.5, §11.10. Official code: HF
 # `processing_voxtral_realtime.py` and `VoxtralRealtimeConv1dPaddingCache`; vLLM `voxtral_realtime.py`
 # `VoxtralRealtimeBuffer` (look-back 840, look-ahead 40).
 

@@ -15,7 +15,7 @@
 # ingredients from scratch — the alignment of prompt positions to audio, and that port's conv stem —
 # checks them against `oracle/trace.py` and `oracle/faults.py`, and reads the fault catalogue.
 #
-# Spec: `VOXTRAL_REALTIME.md` §3.1, §6.3, §6.6, §11 items 1 and 9. The full report with every table:
+# Spec: `docs/MODEL.md` §3.1, §6.3, §6.6, §11.1, §11.9. The full report with every table:
 # [docs/trace38/report.md](../docs/trace38/report.md).
 
 # %%

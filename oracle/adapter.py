@@ -1,4 +1,4 @@
-"""The audio-language adapter (spec §4).
+"""The audio-language adapter (MODEL.md §4).
 
 Shape legend:  S encoder frames (4 per token)   De encoder width   N tokens   D decoder width
 

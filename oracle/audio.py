@@ -7,13 +7,13 @@ Shape legend
 Reading (``load_audio``) goes through soundfile/libsndfile (WAV, FLAC, OGG, ... whatever it decodes),
 averages channels to mono and resamples to 16 kHz. The reference reads with MC
 ``Audio.from_file(strict=False)``: soundfile as float32, ``mean(axis=1)`` over channels, soxr "HQ"
-resampling (reference doc §2.1). Here samples are read as float64; for int16, int24 and float32
+resampling (MODEL.md §2.1). Here samples are read as float64; for int16, int24 and float32
 files this is the same set of values, only carried with more precision.
 
 Quantization (``quantize_int16``): the offline reference paths (HF processor non-streaming, vLLM
 ``get_generation_prompt``) round-trip the waveform through MC ``Audio.to_base64("wav")``, i.e. a
-soundfile PCM_16 WAV, so their features are those of int16-quantized audio (reference doc §2.1,
-§11 item 8). ``quantize_int16`` is libsndfile's float -> PCM_16 rule, bit for bit.
+soundfile PCM_16 WAV, so their features are those of int16-quantized audio (MODEL.md §2.1,
+§11.8). ``quantize_int16`` is libsndfile's float -> PCM_16 rule, bit for bit.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def is_int16_exact(x: np.ndarray) -> bool:
     """True iff a PCM_16 WAV round trip leaves ``x`` unchanged: every sample is k/32768, k in int16.
 
     Such audio gives the same features on the offline (quantizing) and streaming (not quantizing)
-    reference paths (reference doc §11 item 8).
+    reference paths (MODEL.md §11.8).
     """
     x = np.asarray(x)
     if x.dtype.kind != "f" or not np.isfinite(x).all():

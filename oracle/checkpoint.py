@@ -1,6 +1,6 @@
 """Checkpoint I/O: read (lazily) and write safetensors checkpoints in the Mistral and HF layouts.
 
-Layouts (spec §1.1, §1.5):
+Layouts (MODEL.md §1.1, §1.5):
 
     mistral  params.json + consolidated.safetensors (+ tekken.json); all BF16, q/k rows interleaved
     hf       config.json + model.safetensors or model-XXXXX-of-YYYYY.safetensors; q/k rows rotate-half

@@ -6,7 +6,7 @@ Three frozen records, llama2.c style, kept apart from weights and run-state:
     DecoderConfig   the Ministral-style LM with ADA RMSNorm
     AudioConfig     the front end: sample rate, mel bins, hop, window, global log-mel max
 
-Derived rates (spec §2.3): one decoder token = hop · conv_stride · downsample_factor samples
+Derived rates (MODEL.md §2.3): one decoder token = hop · conv_stride · downsample_factor samples
 (160 · 2 · 4 = 1280) = 8 mel frames = 4 encoder frames.
 
 Every key read from a file is validated here; a missing or mistyped key is one ``OracleError`` line
@@ -21,9 +21,9 @@ from pathlib import Path
 
 from .errors import OracleError, where
 
-CONV_STRIDE = 2  # conv2's stride (spec §3.1); conv1 has stride 1. Fixed by the architecture, not params.
+CONV_STRIDE = 2  # conv2's stride (MODEL.md §3.1); conv1 has stride 1. Fixed by the architecture, not params.
 CONV_KERNEL = 3
-ADA_DIM_DEFAULT = 32  # HF hard-codes nn.Linear(hidden, 32) (spec §8.3); params.json carries it too.
+ADA_DIM_DEFAULT = 32  # HF hard-codes nn.Linear(hidden, 32) (MODEL.md §8.3); params.json carries it too.
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class EncoderConfig:
     n_kv_heads: int  # 32 (plain MHA; kept for symmetry, must equal n_heads)
     head_dim: int  # 64
     hidden_dim: int  # SwiGLU width, 5120
-    rope_theta: float  # 1e6 (vLLM hard-codes it; HF's encoder default 10000 is a trap, spec §8.3)
+    rope_theta: float  # 1e6 (vLLM hard-codes it; HF's encoder default 10000 is a trap, MODEL.md §8.3)
     norm_eps: float  # 1e-5
     sliding_window: int  # W_e keys including self, 750
 
@@ -62,7 +62,7 @@ class AudioConfig:
     num_mel_bins: int  # 128
     hop_length: int  # 160
     window_size: int  # 400 (= n_fft)
-    global_log_mel_max: float  # 1.5: the fixed log-mel floor is this − 8 (spec §2.2)
+    global_log_mel_max: float  # 1.5: the fixed log-mel floor is this − 8 (MODEL.md §2.2)
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class ModelConfig:
         return cls.from_params(read_json(path), path)
 
     def to_params(self) -> dict:
-        """The params.json dict for this config, in the real file's key set (spec §1.2)."""
+        """The params.json dict for this config, in the real file's key set (MODEL.md §1.2)."""
         e, d, a = self.encoder, self.decoder, self.audio
         return {
             "dim": d.dim,
@@ -218,7 +218,7 @@ class ModelConfig:
             head_dim=get.int(ac, "head_dim", "audio_config"),
             hidden_dim=get.int(ac, "intermediate_size", "audio_config"),
             # A config.json without an explicit audio theta means HF's default 10000, which is
-            # wrong for this model (spec §8.3); we refuse to guess.
+            # wrong for this model (MODEL.md §8.3); we refuse to guess.
             rope_theta=theta(ac, "audio_config"),
             norm_eps=get.float(ac, "rms_norm_eps", "audio_config"),
             sliding_window=get.int(ac, "sliding_window", "audio_config"),
@@ -372,7 +372,7 @@ def _dotted(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-# The real model's numbers (spec §1.2); `synth --size full` writes exactly this.
+# The real model's numbers (MODEL.md §1.2); `synth --size full` writes exactly this.
 FULL = ModelConfig(
     encoder=EncoderConfig(dim=1280, n_layers=32, n_heads=32, n_kv_heads=32, head_dim=64, hidden_dim=5120,
                           rope_theta=1e6, norm_eps=1e-5, sliding_window=750),

@@ -1,4 +1,4 @@
-"""The decoder LM with ADA RMSNorm (spec §5).
+"""The decoder LM with ADA RMSNorm (MODEL.md §5).
 
 Shape legend:
     N  positions    D  width    H  query heads    K  kv heads (query head h reads kv head ⌊h/(H/K)⌋)
@@ -26,7 +26,7 @@ LM_HEAD_CHUNK = 16384  # rows of the 131072-row embedding multiplied at a time: 
 
 def time_condition(delay_tokens: float, cfg: DecoderConfig, p: Precision, tap=no_tap) -> np.ndarray:
     """t_cond [D] for a delay of ``delay_tokens`` (= delay_ms / 80), built in the compute dtype; the
-    bf16 mode rounds f_j, t·f_j and the result as the BF16 reference does (spec §5.3)."""
+    bf16 mode rounds f_j, t·f_j and the result as the BF16 reference does (MODEL.md §5.3)."""
     t = time_embedding(delay_tokens, cfg.dim, p.angle_dtype, store=p.store if p.bf16_storage else None).astype(p.dtype)
     tap("dec.t_cond", t)
     return t

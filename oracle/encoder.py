@@ -1,4 +1,4 @@
-"""The causal audio encoder: conv stem, sliding-window transformer layers, final norm (spec §3).
+"""The causal audio encoder: conv stem, sliding-window transformer layers, final norm (MODEL.md §3).
 
 Shape legend:
     M  mel bins (128)     T  mel frames (8 per token)     S  encoder frames (T / 2, 50 Hz)

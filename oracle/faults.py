@@ -1,6 +1,6 @@
 """The fault catalogue: known porting mistakes, injectable into the oracle, with their signatures.
 
-Each entry reproduces one mistake (spec §11, §6.6) by changing *what the oracle is given*, never by
+Each entry reproduces one mistake (MODEL.md §11, §6.6) by changing *what the oracle is given*, never by
 copying the model's math:
 
     config faults     a checkpoint view with a different number       (window one key too wide)
@@ -49,7 +49,7 @@ class EditedCheckpoint(Checkpoint):
 
 
 def burn_conv_stem(mel, w, p: Precision, state=None, tap=no_tap):
-    """Both convs stride 2 with symmetric padding 1 (TrevorS loader.rs conv1d_from_weights, spec §11.1):
+    """Both convs stride 2 with symmetric padding 1 (TrevorS loader.rs conv1d_from_weights, MODEL.md §11.1):
     8N mel frames -> 2N encoder frames -> N/2 decoder positions, each spanning 160 ms."""
     if state is not None:
         raise ValueError("the Burn conv stem fault is offline only")
@@ -65,7 +65,7 @@ def burn_conv_stem(mel, w, p: Precision, state=None, tap=no_tap):
 
 def symmetric_conv_stem(mel, w, p: Precision, state=None, tap=no_tap):
     """Correct strides, symmetric padding: conv1 output i reads mel i-1..i+1 instead of i-2..i (one
-    frame, 10 ms, of look-ahead; spec §11.1). conv2's symmetric pad happens to read the causal frames."""
+    frame, 10 ms, of look-ahead; MODEL.md §11.1). conv2's symmetric pad happens to read the causal frames."""
     if state is not None:
         raise ValueError("the symmetric-padding fault is offline only")
     m = mel.shape[0]
@@ -81,7 +81,7 @@ def symmetric_conv_stem(mel, w, p: Precision, state=None, tap=no_tap):
 
 
 def ada_before_attention_layer(x, positions, w, scale, cfg, p: Precision, past=None, tap=no_tap, name="dec.L00"):
-    """ADA scale applied to the attention norm instead of the pre-FFN norm (spec §11.6)."""
+    """ADA scale applied to the attention norm instead of the pre-FFN norm (MODEL.md §11.6)."""
     tap(f"{name}.ada_scale", scale[None, :])
     n = p.store(p.store(rms_norm(x, w.attn_norm, cfg.norm_eps)) * scale)
     attn_out, kv = decoder_attention(n, positions, w, cfg, p, past=past, tap=tap, name=name)
@@ -93,7 +93,7 @@ def ada_before_attention_layer(x, positions, w, scale, cfg, p: Precision, past=N
 
 
 def shift_audio(audio: np.ndarray) -> np.ndarray:
-    """Position p gets A[p - 1] (zeros at 0): an off-by-one in the audio index (spec §6.6)."""
+    """Position p gets A[p - 1] (zeros at 0): an off-by-one in the audio index (MODEL.md §6.6)."""
     out = np.zeros_like(audio)
     out[1:] = audio[:-1]
     return out
@@ -114,7 +114,7 @@ def no_audio_at(position: int):
 def unpermuted_rope(group, layer, w, cfg):
     """Rotate-half RoPE on Mistral (interleaved) rows. rotate_half(W x) = perm(interleaved(perm⁻¹(W) x))
     per head, and q·k is unchanged by permuting both q and k alike, so the mistake equals interleaved
-    RoPE on q/k rows (and the q bias) un-permuted as if they were HF rows (spec §11.4)."""
+    RoPE on q/k rows (and the q bias) un-permuted as if they were HF rows (MODEL.md §11.4)."""
     if group == "enc_layer":
         hh = (cfg.encoder.n_heads, cfg.encoder.head_dim)
         return replace(w, wq=unpermute_rows(w.wq, *hh), bq=unpermute_rows(w.bq, *hh), wk=unpermute_rows(w.wk, *hh))
@@ -125,7 +125,7 @@ def unpermuted_rope(group, layer, w, cfg):
 
 
 def k_bias(group, layer, w, cfg):
-    """A non-zero k bias in the encoder (here: the q bias reused for k), spec §11.5."""
+    """A non-zero k bias in the encoder (here: the q bias reused for k), MODEL.md §11.5."""
     return replace(w, bk=w.bq.copy()) if group == "enc_layer" else w
 
 

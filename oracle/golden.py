@@ -600,7 +600,7 @@ def replay(ctx: Context, case_name: str, inputs: dict[str, np.ndarray], p: Preci
 
 
 def offline_audio(audio: np.ndarray) -> np.ndarray:
-    """The audio the end-to-end cases store: int16-quantized as the offline reference path does (spec §2.1)."""
+    """The audio the end-to-end cases store: int16-quantized as the offline reference path does (MODEL.md §2.1)."""
     return quantize_int16(audio)
 
 

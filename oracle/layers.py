@@ -62,7 +62,7 @@ def silu(x: np.ndarray) -> np.ndarray:
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     """x · rsqrt(mean(x²) + eps) · w over the last axis. [.., D] -> [.., D].
 
-    No (1 + w) offset (spec §3.2). eps sits inside the square root, added to the mean, as in
+    No (1 + w) offset (MODEL.md §3.2). eps sits inside the square root, added to the mean, as in
     HF ``VoxtralRealtimeRMSNorm`` and vLLM ``RMSNorm``.
     """
     assert x.shape[-1] == w.shape[-1], (x.shape, w.shape)
@@ -87,7 +87,7 @@ def rope_angles(positions: np.ndarray, head_dim: int, theta: float, dtype) -> tu
     """cos, sin of pos · inv_freq_i, inv_freq_i = theta^(−2i/Dh), i < Dh/2.  [N] -> ([N, Dh/2], [N, Dh/2]).
 
     Built in ``dtype``: float32 reproduces the references (HF/vLLM build inv_freq and the angles in
-    float32, spec §3.2, §9: the rounding grows with position); float64 is the exact rotation.
+    float32, MODEL.md §3.2, §9: the rounding grows with position); float64 is the exact rotation.
     """
     dtype = np.dtype(dtype)
     exponent = np.arange(0, head_dim, 2, dtype=dtype) / dtype.type(head_dim)
@@ -117,7 +117,7 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
 
 def rope_rotate_half(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     """NeoX rotate-half RoPE: pairs (i, i + Dh/2). Correct only on HF-permuted weights; applied to
-    Mistral-layout weights it is a known porting mistake (spec §11.4), kept for the fault catalogue."""
+    Mistral-layout weights it is a known porting mistake (MODEL.md §11.4), kept for the fault catalogue."""
     n, h, dh = x.shape
     half = dh // 2
     c, s = cos[:, None, :].astype(x.dtype), sin[:, None, :].astype(x.dtype)
@@ -219,7 +219,7 @@ def conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, history: np
 
     ``history`` [Cin, k − stride] holds the frames before x: zeros at stream start (the causal left
     pad), the carried tail of the previous chunk when streaming. Nothing is padded on the right
-    (HF ``VoxtralRealtimeCausalConv1d``; symmetric padding is a known mistake, spec §11.1).
+    (HF ``VoxtralRealtimeCausalConv1d``; symmetric padding is a known mistake, MODEL.md §11.1).
     T_out = (T + k − stride − k) // stride + 1 = T // stride for the stride 1 and 2 used here.
     """
     cout, cin, k = w.shape
@@ -240,7 +240,7 @@ def time_embedding(t: float, dim: int, dtype, theta: float = 10000.0, store=None
 
     -> [dim]. First half cos, second half sin (HF ``VoxtralRealtimeTimeEmbedding``). The references
     build f_j in float32, cast it to the model dtype, and multiply and take cos/sin in that dtype
-    (spec §5.3). ``store`` is where a BF16 model rounds (f_j, t·f_j, the result): in bf16 that moves
+    (MODEL.md §5.3). ``store`` is where a BF16 model rounds (f_j, t·f_j, the result): in bf16 that moves
     t_cond by up to 0.024 at dim 3072. None (float32/float64): no rounding.
     """
     store = store or (lambda x: x)
@@ -253,5 +253,5 @@ def time_embedding(t: float, dim: int, dtype, theta: float = 10000.0, store=None
 
 def ada_scale(t_cond: np.ndarray, down: np.ndarray, up: np.ndarray) -> np.ndarray:
     """1 + W_up GELU(W_down t_cond): the per-layer, position-independent scale applied after the pre-MLP
-    RMSNorm (spec §5.2). [D] -> [D]."""
+    RMSNorm (MODEL.md §5.2). [D] -> [D]."""
     return 1.0 + linear(gelu(linear(t_cond, down)), up)

@@ -7,7 +7,7 @@ Shape legend
     M   mel bins = 128
     N   window length = n_fft = 400
 
-Recipe (reference doc §2.2; HF ``VoxtralRealtimeFeatureExtractor._torch_extract_fbank_features``,
+Recipe (MODEL.md §2.2; HF ``VoxtralRealtimeFeatureExtractor._torch_extract_fbank_features``,
 vLLM ``compute_whisper_melspec``, MC ``mistral_common.audio.mel_filter_bank``):
 
     w      = periodic Hann(400)
@@ -41,7 +41,7 @@ import numpy as np
 from oracle.errors import OracleError
 
 SAMPLING_RATE = 16000
-N_FFT = 400  # window length too: no zero padding to 512 (reference doc §11 "other traps")
+N_FFT = 400  # window length too: no zero padding to 512 (MODEL.md §11 (other traps))
 HOP = 160
 N_FREQ = N_FFT // 2 + 1  # F = 201
 N_MELS = 128  # M
@@ -200,7 +200,7 @@ def normalize_log_mel(
     floor="global" (the reference): ceiling = global_log_mel_max = 1.5 from params.json, so the floor
     is the constant -6.5 and silence maps to exactly -0.625. Only a lower clamp; no upper clamp.
 
-    floor="utterance" is a known porting MISTAKE (reference doc §11 item 3), kept so a fault catalogue
+    floor="utterance" is a known porting MISTAKE (MODEL.md §11.3), kept so a fault catalogue
     can inject it: Whisper's ``max(log_spec, log_spec.max() - 8)`` uses the utterance's own maximum
     (HF's ``global_log_mel_max=None`` branch). It agrees with the reference only when that maximum is
     exactly 1.5, and it makes every frame depend on future audio.
@@ -234,7 +234,7 @@ def log_mel(
     frames are those of ``stft_power(center=False)`` (windows fully inside x). Equals HF's
     ``VoxtralRealtimeFeatureExtractor()(x, sampling_rate=16000)["input_features"][0]`` up to float32
     FFT rounding. The input is not quantized: int16 quantization of the offline reference paths is
-    ``oracle.audio.quantize_int16`` (reference doc §2.1, §11 item 8).
+    ``oracle.audio.quantize_int16`` (MODEL.md §2.1, §11.8).
     """
     power = stft_power(x, dtype, center=center)  # [F, T]
     out = normalize_log_mel(apply_mel(power), global_log_mel_max=global_log_mel_max, floor=floor)

@@ -1,6 +1,6 @@
 """Audio file in, tokens and text out: the pieces wired together the way the references do it.
 
-    audio [L] --(offline: int16 quantization, as the reference's WAV round trip, spec §2.1)-->
+    audio [L] --(offline: int16 quantization, as the reference's WAV round trip, MODEL.md §2.1)-->
     --pad (32 tokens left; alignment + n_delay + 11 tokens right)--> log-mel [M, 8N]
     --audio_embeddings--> A [N, D] --greedy decoder over prompt + fed-back tokens--> ids --Tekken--> text
 

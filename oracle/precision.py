@@ -4,7 +4,7 @@
              float64, including RoPE angles and time-embedding frequencies.
     float32  what an honest float32 port computes, and what transformers computes in float32: weights
              BF16 -> float32, RoPE inv_freq and angles in float32, statistics in float32.
-    bf16     an emulation of the reference BF16 serving numerics (vLLM, spec §9): weights BF16, math
+    bf16     an emulation of the reference BF16 serving numerics (vLLM, MODEL.md §9): weights BF16, math
              in float32 (a BF16 matmul on a CPU without BF16 units is ~600x slower and no more
              faithful, JAX lax_reference's rule: inputs bf16, accumulate in f32, cast back), and every
              tensor that the reference *stores* in BF16 rounded to BF16 at that point (``store``).
@@ -40,7 +40,7 @@ class Precision:
 
     def array(self, x) -> np.ndarray:
         """An input (mel, features) in the compute dtype; bf16 mode stores it as BF16 first (vLLM casts
-        the float32 mel to the model dtype before the convs, spec §2.2 item 6)."""
+        the float32 mel to the model dtype before the convs, MODEL.md §2.2 item 6)."""
         return self.store(np.asarray(x, dtype=self.dtype))
 
     def store(self, x: np.ndarray) -> np.ndarray:
@@ -52,7 +52,7 @@ class Precision:
     @property
     def angle_dtype(self) -> np.dtype:
         """dtype of RoPE inv_freq/angles and time-embedding frequencies: float32 in the references
-        (spec §3.2, §5.3) unless we are in the float64 truth mode."""
+        (MODEL.md §3.2, §5.3) unless we are in the float64 truth mode."""
         return self.dtype
 
 

@@ -1,4 +1,4 @@
-"""The streaming protocol: delay, prompt, padding (spec §6.2, §6.3; MC ``AudioEncoder``).
+"""The streaming protocol: delay, prompt, padding (MODEL.md §6.2, §6.3; MC ``AudioEncoder``).
 
     n_delay      = delay_ms / 80                              (6 at the default 480 ms)
     prompt       = [BOS] + [STREAMING_PAD] × (32 + n_delay)   (39 tokens at 480 ms)
@@ -41,8 +41,8 @@ class Protocol:
     eos: int = EOS
     # Deviations the fault catalogue injects (oracle.faults); 0 is the model. A port that gets these
     # wrong keeps the three delay-dependent values (prompt, right pad, t) out of step.
-    prompt_pad_delta: int = 0  # -1: the 38-token prompt (spec §11.9)
-    t_delta: int = 0  # t_cond built from n_delay + t_delta (spec §11.7: t from the wrong delay)
+    prompt_pad_delta: int = 0  # -1: the 38-token prompt (MODEL.md §11.9)
+    t_delta: int = 0  # t_cond built from n_delay + t_delta (MODEL.md §11.7: t from the wrong delay)
 
     @property
     def prompt(self) -> np.ndarray:

@@ -13,7 +13,7 @@ Run-state (llama2.c's RunState, kept apart from weights and config):
 Positions never reset while a stream lives. Both states are immutable values: every step returns new
 ones, so a session can be inspected at any point.
 
-Two framings of the audio (spec §6.5):
+Two framings of the audio (MODEL.md §6.5):
 
     offline  token p's 8 mel frames are computed from padded samples [1280p − 200, 1280p + 1320) on
              the offline 160·m grid, so streaming equals the offline forward (HF streaming does this).
@@ -21,7 +21,7 @@ Two framings of the audio (spec §6.5):
              [s − 840, s + 1320), s = 1280(P + k − 1), computes its own centred mel (14 frames, last
              dropped, first dropped to make it even: 12), runs the convs from zeros and keeps the last
              4 encoder frames. The look-back of 840 = 5.25 hops puts every later mel frame on a grid
-             40 samples earlier than offline (spec §11.10). Reproduce it only for vLLM parity.
+             40 samples earlier than offline (MODEL.md §11.10). Reproduce it only for vLLM parity.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def greedy(logits_row: np.ndarray) -> int:
 
 
 def generate_offline(model: Model, mel: np.ndarray, proto: Protocol, tap=no_tap, progress=None) -> list[int]:
-    """The offline greedy schedule of HF ``generate`` (spec §6.4).
+    """The offline greedy schedule of HF ``generate`` (MODEL.md §6.4).
 
     A[0..N) from the whole padded stream; prefill the P prompt positions; then feed the previous token
     at p = P, P+1, ... Stops after EOS (kept in the output) or after generating N − P tokens (HF's

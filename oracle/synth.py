@@ -101,7 +101,7 @@ def tensor_blocks(name: str, spec: TensorSpec, shape: tuple[int, ...], seed: int
 
 
 def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
-    """Parameters per component, from the shapes the config implies (spec §1.3's table)."""
+    """Parameters per component, from the shapes the config implies (MODEL.md §1.3's table)."""
     counts = {"encoder": 0, "adapter": 0, "embedding": 0, "decoder": 0, "ada (in decoder)": 0}
     tensors = {"encoder": 0, "adapter": 0, "embedding": 0, "decoder": 0}
     for _, spec, _, shape in expected(cfg, "mistral"):

@@ -42,7 +42,7 @@ import numpy as np
 
 from oracle.errors import OracleError, where
 
-# Ranks 0–34 of the standard Mistral special-token list (spec §7.3). Ranks 35.. are "<SPECIAL_i>".
+# Ranks 0–34 of the standard Mistral special-token list (MODEL.md §7.3). Ranks 35.. are "<SPECIAL_i>".
 STANDARD_SPECIAL_TOKENS: tuple[str, ...] = (
     "<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
     "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]",
@@ -78,7 +78,7 @@ _AUDIO_KEYS = frozenset({
 
 @dataclass(frozen=True)
 class StreamingAudioConfig:
-    """The tekken.json ``"audio"`` section of a streaming (realtime) model; defaults are spec §6.2.
+    """The tekken.json ``"audio"`` section of a streaming (realtime) model; defaults are MODEL.md §6.2.
 
     ``num_mel_bins``, ``hop_length`` and ``window_size`` live under ``audio_encoding_config`` in
     the file (MC ``AudioSpectrogramConfig``); they are flattened here.
@@ -656,7 +656,7 @@ def write_tekken(
     Vocab: the 256 single bytes, then BPE merges learned from ``merges_text`` up to
     ``vocab_size − 1000`` entries (with ``seed``, random concatenations fill any shortfall; without,
     a shortfall is an error). Special tokens: the 35 standard names, then ``<SPECIAL_i>`` up to 999,
-    all control. ``audio``: the streaming section (spec §6.2 by default; None omits it).
+    all control. ``audio``: the streaming section (MODEL.md §6.2 by default; None omits it).
     Same arguments → byte-identical file.
     """
     doc = tekken_document(vocab_size=vocab_size, merges_text=merges_text, seed=seed, audio=audio)

@@ -1,5 +1,5 @@
 """The position-38 trace: the streaming protocol walked through position by position, with and without
-each known porting mistake (spec §6.3, §6.6, §11).
+each known porting mistake (MODEL.md §6.3, §6.6, §11).
 
 The question it settles: a port reported that with the 39-token prompt (BOS + 38 STREAMING_PAD) its
 position 38 had a collapsed hidden-state norm, very negative logits and always predicted
@@ -112,7 +112,7 @@ def first_divergence(ref: Run, other: Run) -> dict:
 
 
 def alignment(ctx: Context, run: Run) -> list[dict]:
-    """Per position: what it covers and what it is trained to predict (spec §6.3)."""
+    """Per position: what it covers and what it is trained to predict (MODEL.md §6.3)."""
     proto = ctx.setup.protocol
     spt, n_prompt, left, delay = proto.samples_per_token, len(run.prompt), proto.left_pad_tokens, proto.delay_tokens
     rows = []

@@ -2,7 +2,7 @@
 
 The model's math lives in the layer functions; a ``Variant`` only says which of them the forward pass
 calls at the three places where known porting mistakes change the *composition* rather than a weight
-or a config number (spec §11): the conv stem, the decoder layer, and how audio embeddings reach the
+or a config number (MODEL.md §11): the conv stem, the decoder layer, and how audio embeddings reach the
 decoder. ``REFERENCE`` is the model itself and the default everywhere. The fault catalogue
 (``oracle.faults``) builds the others; weight and config faults need no variant (they are checkpoint
 views, see ``faults``).
@@ -20,7 +20,7 @@ from .encoder import conv_stem
 
 
 def same_audio(audio: np.ndarray) -> np.ndarray:
-    """Position p gets A[p] (spec §6.3): the reference never shifts or drops audio embeddings."""
+    """Position p gets A[p] (MODEL.md §6.3): the reference never shifts or drops audio embeddings."""
     return audio
 
 

@@ -1,6 +1,6 @@
 """Typed weights and the one table that maps checkpoint names to them.
 
-Shapes (PyTorch Linear layout, ``y = x @ w.T``; spec §1.3):
+Shapes (PyTorch Linear layout, ``y = x @ w.T``; MODEL.md §1.3):
 
     M  mel bins (128)          De encoder width (1280)     He encoder heads (32)   Dhe 64
     Fe encoder FFN (5120)      D  decoder width (3072)     H  query heads (32)     K  kv heads (8)
@@ -10,7 +10,7 @@ Every tensor of the model is one row of ``TENSORS``: the group and field it fill
 name, its HF name (transformers 5.23 in-memory tree) and its shape as a function of the config.
 q/k rows whose RoPE pairing differs between the layouts carry ``rope=(heads, head_dim)``: the
 Mistral layout is interleaved (rows 2i, 2i+1 rotate together), HF's is rotate-half (per head, all
-even rows then all odd rows; spec §1.5). The loader undoes HF's permutation with ``unpermute_rows``;
+even rows then all odd rows; MODEL.md §1.5). The loader undoes HF's permutation with ``unpermute_rows``;
 the oracle only ever sees the Mistral layout.
 """
 
@@ -48,7 +48,7 @@ class EncoderLayerWeights:
     w2: np.ndarray  # [De, Fe]  down
     b2: np.ndarray  # [De]      the encoder's only MLP bias
     # Not in any checkpoint: this model has no k bias (vLLM adds a zero one, which is harmless). Only
-    # the fault catalogue sets it, to show what a non-zero k bias does (spec §11.5).
+    # the fault catalogue sets it, to show what a non-zero k bias does (MODEL.md §11.5).
     bk: np.ndarray | None = None  # [He*Dhe]
 
 
@@ -199,7 +199,7 @@ TENSORS: tuple[TensorSpec, ...] = (
 )
 
 # HF checkpoints written by the converter (or by transformers <= 5.2) use the older module tree;
-# transformers 5.23 renames these prefixes at load time (conversion_mapping.py, spec §1.5).
+# transformers 5.23 renames these prefixes at load time (conversion_mapping.py, MODEL.md §1.5).
 HF_PREFIX_ALIASES: tuple[tuple[str, str], ...] = (
     ("language_model.model.", "model.language_model."),
     ("audio_tower.", "model.audio_tower."),

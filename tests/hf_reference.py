@@ -1,4 +1,4 @@
-"""transformers 5.23.0 as the reference the oracle is proven against (spec §8, §9).
+"""transformers 5.23.0 as the reference the oracle is proven against (MODEL.md §8, §9).
 
 Three helpers, used by tests/test_conformance.py:
 
@@ -42,7 +42,7 @@ def hf_state_dict(ckpt: Checkpoint, dtype: torch.dtype, *, rope_permute: bool = 
 
     For every row of the table: read the Mistral tensor as stored (BF16), widen it exactly to
     float32, apply ``permute_rows(w, *spec.rope(cfg))`` where the row is a RoPE'd q/k projection (the
-    converter's interleaved -> rotate-half permutation, spec §1.5; the encoder q bias included), and
+    converter's interleaved -> rotate-half permutation, MODEL.md §1.5; the encoder q bias included), and
     file it under the HF name. ``lm_head.weight`` is the embedding tensor itself (tied).
     ``rope_permute=False`` skips the permutation: only for the negative-control test.
     """
@@ -128,7 +128,7 @@ def lift_to_float64(model: VoxtralRealtimeForConditionalGeneration):
     """Make a ``model.double()`` model pure float64 for the duration of the ``with`` block.
 
     ``model.double()`` converts every parameter and buffer, but four computations stay float32
-    (spec §9 names the first three; the fourth is specific to eager attention):
+    (MODEL.md §9 names the first three; the fourth is specific to eager attention):
 
     1. ``VoxtralRealtimeRMSNorm.forward`` casts its input to float32 for ``mean(x²)`` and ``rsqrt``
        (then back). Lifted: the class's forward is replaced by the same formula in the input dtype.

@@ -44,7 +44,7 @@ CONSOLIDATED = "consolidated.safetensors"
 
 
 def old_tree_name(hf_name: str) -> str:
-    """transformers 5.23 in-memory name -> the converter's / transformers 5.2 checkpoint key (spec §1.5)."""
+    """transformers 5.23 in-memory name -> the converter's / transformers 5.2 checkpoint key (MODEL.md §1.5)."""
     for old, new in HF_PREFIX_ALIASES:
         if hf_name.startswith(new):
             return old + hf_name[len(new):]
@@ -145,7 +145,7 @@ def test_permutation_round_trip():
         w = rng.standard_normal((heads * dh, *rest))
         p = permute_rows(w, heads, dh)
         assert np.array_equal(unpermute_rows(p, heads, dh), w)
-        # HF row i of a head is consolidated row 2i, row i + Dh/2 is consolidated row 2i + 1 (spec §1.5)
+        # HF row i of a head is consolidated row 2i, row i + Dh/2 is consolidated row 2i + 1 (MODEL.md §1.5)
         for h in range(heads):
             for i in range(dh // 2):
                 assert np.array_equal(p[h * dh + i], w[h * dh + 2 * i])
@@ -221,7 +221,7 @@ BAD_KINDS = (
     "no_params_or_config",
 )
 MISSING = "layers.1.attention.wk.weight"  # [K*Dh, D] = [48, 96] in TINY
-EXTRA = "layers.0.attention.wk.bias"  # the k-bias a Whisper-minded exporter might add (spec §11.5)
+EXTRA = "layers.0.attention.wk.bias"  # the k-bias a Whisper-minded exporter might add (MODEL.md §11.5)
 VICTIM = "norm.weight"  # [96]; also the last tensor in the file (names are written sorted)
 
 

@@ -244,14 +244,14 @@ def test_strict_load_rejects_an_unmapped_name(tiny_ckpt):
     with pytest.raises(RuntimeError, match=r"Missing key\(s\).*layers\.1\.self_attn\.q_proj\.bias"):
         model.load_state_dict(missing, strict=True)
     extra = dict(state)
-    extra["model.audio_tower.layers.0.self_attn.k_proj.bias"] = torch.zeros(64)  # the k-bias trap (spec §11.5)
+    extra["model.audio_tower.layers.0.self_attn.k_proj.bias"] = torch.zeros(64)  # the k-bias trap (MODEL.md §11.5)
     with pytest.raises(RuntimeError, match=r"Unexpected key\(s\).*k_proj\.bias"):
         model.load_state_dict(extra, strict=True)
 
 
 def test_without_the_qk_permutation_transformers_disagrees(tiny_ckpt):
     """Negative control: HF rotate-half on un-permuted (interleaved) q/k rows is the porting mistake of
-    spec §11.4. Only encoder frame 0 (angle 0) can agree; the comparison must see the rest."""
+    MODEL.md §11.4. Only encoder frame 0 (angle 0) can agree; the comparison must see the rest."""
     case = CASES["tiny"]
     mel, ids = case_inputs(case)
     wrong = hf_intermediates(build_hf_model(tiny_ckpt, torch.float32, rope_permute=False), mel, ids, case.delay_tokens)
@@ -265,7 +265,7 @@ def test_without_the_qk_permutation_transformers_disagrees(tiny_ckpt):
 
 
 def test_window_off_by_one_is_visible(tiny_ckpt):
-    """Negative control for the sliding-window boundary (spec §11.2): an HF model whose windows admit
+    """Negative control for the sliding-window boundary (MODEL.md §11.2): an HF model whose windows admit
     one more key (W+1) disagrees with the oracle, so the comparison does exercise the window edge."""
     case = CASES["tiny"]
     mel, ids = case_inputs(case)

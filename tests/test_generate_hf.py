@@ -1,4 +1,4 @@
-"""The oracle's decode schedules equal transformers 5.23.0 ``generate()`` token for token (spec §6.4, §6.5).
+"""The oracle's decode schedules equal transformers 5.23.0 ``generate()`` token for token (MODEL.md §6.4, §6.5).
 
 Both sides run the same synthetic Mistral-layout checkpoint in float32 (HF: eager attention, loaded
 through the project's name table by tests/hf_reference.py). The audio is the built-in speech clip,
@@ -11,7 +11,7 @@ same samples.
                 Also the length HF picks: ``max_length = N`` (the padded stream's positions), so it
                 generates N − P tokens, and so does the oracle.
     processor   the real ``VoxtralRealtimeProcessor`` (MistralCommonBackend on a tekken.json whose
-                ``transcription_delay_ms`` sets the delay, spec §6.2) on the raw clip: its input_ids
+                ``transcription_delay_ms`` sets the delay, MODEL.md §6.2) on the raw clip: its input_ids
                 are our prompt, its features are ``offline_mel(FLOAT32, quantize=True)`` within 5e-5,
                 and generate() on them gives the oracle's tokens.
     streaming   the HF model-doc / integration-test streaming recipe (processor with
@@ -149,7 +149,7 @@ def expected_count(proto: Protocol, tokens: list[int], n_positions: int) -> int:
 
 
 def processor_for(directory: Path, delay_ms: int, tmp: Path) -> VoxtralRealtimeProcessor:
-    """The real processor; the delay comes from tekken.json's audio.transcription_delay_ms (spec §6.2),
+    """The real processor; the delay comes from tekken.json's audio.transcription_delay_ms (MODEL.md §6.2),
     so for a non-default delay the tekken.json is copied with that one field changed."""
     source = directory / "tekken.json"
     tekken = json.loads(source.read_text())

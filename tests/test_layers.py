@@ -57,7 +57,7 @@ def test_rope_dot_product_depends_only_on_relative_position(seed, half, i, j, sh
 
 @given(seed=seeds, half=st.integers(1, 8), heads=st.integers(1, 3))
 def test_interleaved_rope_on_mistral_rows_equals_rotate_half_on_hf_rows(seed, half, heads):
-    """The layout fact the loader relies on (spec §1.4/1.5): permuting q/k rows turns one RoPE into the other."""
+    """The layout fact the loader relies on (MODEL.md §1.4/1.5): permuting q/k rows turns one RoPE into the other."""
     rng = np.random.default_rng(seed)
     dh = 2 * half
     w = rng.standard_normal((heads * dh, 5))

@@ -157,14 +157,14 @@ def test_bad_delays(setup, bad):
 
 
 def test_supported_delays_give_the_mc_table(setup):
-    """Prompt and right pad per delay, as MC produces them (spec §6.2 table)."""
+    """Prompt and right pad per delay, as MC produces them (MODEL.md §6.2 table)."""
     table = {80: (34, 12), 160: (35, 13), 480: (39, 17), 960: (45, 23), 1200: (48, 26), 2400: (63, 41)}
     for ms in SUPPORTED_DELAYS_MS:
         proto = make_protocol(setup.ckpt.config, ms)
         if ms in table:
             assert (len(proto.prompt), proto.right_pad_tokens) == table[ms]
     proto = make_protocol(setup.ckpt.config, 480)
-    assert proto.n_positions(32333) == 75  # spec §6.3 example: 32,333 samples pad to 96,000 = 75 tokens
+    assert proto.n_positions(32333) == 75  # MODEL.md §6.3 example: 32,333 samples pad to 96,000 = 75 tokens
 
 
 @pytest.fixture(scope="module")

@@ -287,7 +287,7 @@ def test_synthetic_audio_matches_mc(synthetic):
 @pytest.mark.parametrize("delay_ms, n_delay, right_pad", [(80, 1, 12), (160, 2, 13), (960, 12, 23),
                                                          (1200, 15, 26), (2400, 30, 41)])
 def test_other_delays_match_mc_and_spec_table(tmp_path, delay_ms, n_delay, right_pad):
-    # vocab_size 1256: bytes only, so no merges to learn; the spec §6.2 table gives n_delay and right pad.
+    # vocab_size 1256: bytes only, so no merges to learn; the MODEL.md §6.2 table gives n_delay and right pad.
     audio = StreamingAudioConfig(transcription_delay_ms=delay_ms)
     path = write_tekken(tmp_path / "tekken.json", vocab_size=1256, audio=audio)
     tk, mc = Tekken.from_file(path), Tekkenizer.from_file(path)
@@ -314,7 +314,7 @@ def test_transformers_backend_loads_synthetic_dir_offline(synthetic, monkeypatch
     assert (backend.bos_token_id, backend.eos_token_id, len(backend)) == (1, 2, 1536)
     ids = [1, 32, 32, 33, 1300, 1301, 33, 1400, 2]
     assert backend.decode(ids, skip_special_tokens=True) == tk.decode(ids)
-    # The HF processor built on it yields the spec §6.3 prompt and padding (32,333 samples → 75 tokens).
+    # The HF processor built on it yields the MODEL.md §6.3 prompt and padding (32,333 samples → 75 tokens).
     from transformers import VoxtralRealtimeFeatureExtractor, VoxtralRealtimeProcessor
 
     processor = VoxtralRealtimeProcessor(feature_extractor=VoxtralRealtimeFeatureExtractor(), tokenizer=backend)

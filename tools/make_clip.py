@@ -9,7 +9,7 @@ and SoX 14.4.2; other versions may synthesize slightly different audio, which is
 committed rather than regenerated in tests.
 
 The text is the opening of vLLM's test clip ("First words I spoke in the original phonograph ...",
-reference doc §11 item 1), spoken by a synthetic voice so the file carries no recording licence.
+MODEL.md §11.1), spoken by a synthetic voice so the file carries no recording licence.
 Samples are int16, hence int16-exact (``oracle.audio.is_int16_exact``): the offline reference's WAV
 round trip leaves them unchanged.
 """
