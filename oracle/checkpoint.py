@@ -24,7 +24,8 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from types import MappingProxyType
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -209,6 +210,12 @@ class Checkpoint:
         self._names = names  # (group, layer, field) -> file tensor name
 
     # -- raw access ----------------------------------------------------------------------------
+
+    @property
+    def names(self) -> Mapping[tuple[str, int | None, str], str]:
+        """(group, layer, field) -> file tensor name, read-only: for views of this checkpoint (another
+        config, edited weights) and for sizing its tensors."""
+        return MappingProxyType(self._names)
 
     def entry(self, group: str, layer: int | None, field: str) -> TensorEntry:
         return self.index[self._names[(group, layer, field)]]

@@ -38,7 +38,7 @@ class EditedCheckpoint(Checkpoint):
     """A view of a checkpoint whose typed weights pass through ``edit(group, layer, container, config)``."""
 
     def __init__(self, base: Checkpoint, edit, config=None):
-        super().__init__(base.directory, base.layout, config or base.config, base.index, base._names)
+        super().__init__(base.directory, base.layout, config or base.config, base.index, base.names)
         self._edit = edit
 
     def group(self, group, layer, precision, arena=None):

@@ -610,4 +610,4 @@ def with_config_change(ckpt: Checkpoint, **encoder_or_decoder) -> Checkpoint:
     enc = {k[4:]: v for k, v in encoder_or_decoder.items() if k.startswith("enc_")}
     dec = {k[4:]: v for k, v in encoder_or_decoder.items() if k.startswith("dec_")}
     cfg = replace(cfg, encoder=replace(cfg.encoder, **enc), decoder=replace(cfg.decoder, **dec))
-    return Checkpoint(ckpt.directory, ckpt.layout, cfg, ckpt.index, ckpt._names)
+    return Checkpoint(ckpt.directory, ckpt.layout, cfg, ckpt.index, ckpt.names)

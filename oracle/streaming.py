@@ -52,7 +52,7 @@ FRAMINGS = ("offline", "vllm")
 
 def resident_bytes(ckpt: Checkpoint, p: Precision) -> int:
     """Bytes of every layer converted to the compute dtype (the embedding stays memory-mapped)."""
-    n = sum(int(np.prod(e.shape)) for (g, _, _), name in ckpt._names.items() if g != "embedding"
+    n = sum(int(np.prod(e.shape)) for (g, _, _), name in ckpt.names.items() if g != "embedding"
             for e in [ckpt.index[name]])
     return n * p.dtype.itemsize
 
