@@ -28,7 +28,7 @@ from . import __version__, blas
 from .adapter import adapter
 from .audio import quantize_int16
 from .checkpoint import Checkpoint, read_tensor, sha256_file, write_safetensors
-from .compare import CASE_SCHEMA, INDEX_SCHEMA
+from .goldenset import CASE_SCHEMA, INDEX_SCHEMA
 from .decoder import (
     ada_norm,
     decoder_attention,

@@ -25,16 +25,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from oracle.checkpoint import write_safetensors
-from oracle.compare import (
-    Report,
-    compare,
-    compare_metrics,
-    load_candidate,
-    load_golden,
-    logits_output_for,
-    shape_hints,
-)
+from oracle.compare import compare, logits_output_for, shape_hints
 from oracle.errors import OracleError
+from oracle.goldenset import load_candidate, load_golden
+from oracle.metrics import compare_metrics
+from oracle.report import Report
 from oracle.tokenizer import Tekken
 from oracle_tools.cli import main
 
@@ -614,7 +609,7 @@ def test_compare_metrics_properties(n, atol, rtol, noise, seed):
 def test_blockwise_metrics_equal_whole_array_metrics(n, block, seed):
     """compare_metrics streams over blocks; the indices (first occurrence on ties, NaN first) and counts
     must be exactly those of one pass over the whole array, the sums equal to rounding."""
-    import oracle.compare as cmp
+    import oracle.metrics as met
 
     rng = np.random.default_rng(seed)
     g = rng.integers(-3, 4, n).astype(np.float64)  # small integers: many ties
@@ -622,13 +617,13 @@ def test_blockwise_metrics_equal_whole_array_metrics(n, block, seed):
     if n > 3 and seed % 3 == 0:
         a[rng.integers(0, n)] = np.nan
     whole = compare_metrics(a, g, 0.4, 0.1)
-    old = cmp.BLOCK
+    old = met.BLOCK
     try:
-        cmp.BLOCK = block
+        met.BLOCK = block
         blocked = compare_metrics(a, g, 0.4, 0.1)
-        assert repr(cmp.nonfinite_scan(a, g)) == repr(compare_nonfinite_whole(a, g))  # repr: nan == nan
+        assert repr(met.nonfinite_scan(a, g)) == repr(compare_nonfinite_whole(a, g))  # repr: nan == nan
     finally:
-        cmp.BLOCK = old
+        met.BLOCK = old
     for key, value in whole.items():
         if key in ("rmse", "nmse", "cosine") and isinstance(value, float) and math.isfinite(value):
             assert blocked[key] == pytest.approx(value, rel=1e-12, abs=1e-300), key

@@ -16,10 +16,11 @@ import torch
 from oracle import blas, builtin
 from oracle.audio import load_audio, quantize_int16
 from oracle.checkpoint import read_safetensors_header, read_tensor
-from oracle.compare import compare, load_golden
+from oracle.compare import compare
 from oracle.errors import OracleError
 from oracle.faults import CATALOGUE, faulty_outputs
 from oracle.golden import Context
+from oracle.goldenset import load_golden
 from oracle.pipeline import load_setup
 from oracle.precision import FLOAT32
 from oracle_tools.cli import main

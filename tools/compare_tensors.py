@@ -8,15 +8,16 @@ GOLDEN_DIR is a golden set (index.json) or one case directory (manifest.json); C
 file or a directory of .safetensors/.npy files named like the golden outputs (golden/SPEC.md). Prints a
 table in pipeline order and, last, one verdict line. Exit codes: 0 pass, 1 tolerance failure,
 2 structural failure (missing tensor, shape, dtype kind, NaN/Inf, golden checksum), 3 usage or I/O.
-The metrics are defined in oracle/compare.py.
+The checks are oracle/compare.py's, the numbers oracle/metrics.py's.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from oracle.compare import PORT_DTYPES, compare, load_candidate, load_golden
+from oracle.compare import compare
 from oracle.errors import OracleError, where
+from oracle.goldenset import PORT_DTYPES, load_candidate, load_golden
 
 USAGE_EXIT_CODE = 3  # argparse usage errors exit 3 (1 and 2 are verdicts)
 

@@ -4,9 +4,10 @@
 
 For a port author who writes their own comparator (in Rust, C, ...): run it on golden/selftest/set and
 golden/selftest/candidate.safetensors and check its numbers against golden/selftest/expected.json,
-which is exactly what `voxtral-oracle compare --json` reports. The values are hand-shaped to hit the
-edge cases: zeros in the golden (no relative difference there), rtol > 0, a mismatch that is not the
-largest difference, and a token sequence that differs at step 2.
+which is exactly what `voxtral-oracle compare --json` reports (the numbers are defined in
+oracle/metrics.py). The values are hand-shaped to hit the edge cases: zeros in the golden (no relative
+difference there), rtol > 0, a mismatch that is not the largest difference, and a token sequence that
+differs at step 2.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from oracle.checkpoint import write_safetensors
-from oracle.compare import compare, compare_metrics, load_candidate, load_golden
-from oracle.checkpoint import sha256_file
-from oracle.compare import CASE_SCHEMA, INDEX_SCHEMA
+from oracle.checkpoint import sha256_file, write_safetensors
+from oracle.compare import compare
 from oracle.golden import CONVENTIONS
+from oracle.goldenset import CASE_SCHEMA, INDEX_SCHEMA, load_candidate, load_golden
+from oracle.metrics import compare_metrics
 
 
 def build(out: Path) -> dict:

@@ -5,22 +5,25 @@
 
 COMPONENT is a case name (rms_norm, conv_stem, e2e, ...), a comma-separated list, or "all". The output
 file is exactly what a port should produce: every output tensor of those cases under its golden name.
-The checkpoint is the golden set's (from its provenance) unless --checkpoint is given.
+The golden set is read as compare reads it (oracle/goldenset.py): every sha256 checked, no file outside
+the golden directory. The checkpoint is the golden set's (from its provenance) unless --checkpoint is given.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from oracle import builtin
-from oracle.checkpoint import read_safetensors_header, read_tensor, write_safetensors
+from oracle.checkpoint import write_safetensors
 from oracle.errors import OracleError, where
 from oracle.golden import Context, replay, select_cases
+from oracle.goldenset import GoldenSet, load_golden
 from oracle.pipeline import load_setup
 from oracle.precision import policy
+
+REPLAY_PROVENANCE = ("checkpoint", "delay_ms", "seed", "framing")  # what replaying a case needs to know
 
 
 def add_arguments(p) -> None:
@@ -31,34 +34,32 @@ def add_arguments(p) -> None:
     p.add_argument("--checkpoint", metavar="CKPT", help="override the checkpoint named in the golden provenance")
 
 
-def load_index(golden: Path) -> dict:
-    path = golden / "index.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise OracleError(where(path, "not found: is this a golden set directory?")) from None
-    except json.JSONDecodeError as exc:
-        raise OracleError(where(path, f"not valid JSON ({exc.msg})")) from None
+def provenance(golden: GoldenSet) -> dict:
+    """The set's provenance (a single case directory: the case's), with every key replay needs."""
+    prov = golden.provenance or golden.cases[0].provenance
+    missing = [k for k in REPLAY_PROVENANCE if k not in prov]
+    if missing:
+        source = golden.path / ("index.json" if golden.index is not None else "manifest.json")
+        raise OracleError(where(source, f"provenance lacks {', '.join(missing)}: cannot replay its cases"), exit_code=2)
+    return prov
 
 
 def replay_set(golden: Path, components: str, precision: str, checkpoint: str | None = None) -> dict[str, np.ndarray]:
-    index = load_index(golden)
-    prov = index["provenance"]
+    """Every output of the selected cases, computed by the oracle from the cases' own (verified) inputs."""
+    gs = load_golden(golden)
+    prov = provenance(gs)
     ckpt = checkpoint or (builtin.tiny_checkpoint() if prov["checkpoint"] == "builtin:tiny" else prov["checkpoint"])
     setup = load_setup(ckpt, prov["delay_ms"])
     wanted = set(select_cases(components))
     p = policy(precision)
     out: dict[str, np.ndarray] = {}
-    for entry in index["cases"]:
-        if entry["name"] not in wanted:
+    for case in gs.cases:
+        if case.name not in wanted:
             continue
-        case_dir = golden / entry["dir"]
-        manifest = json.loads((case_dir / "manifest.json").read_text())
-        header = read_safetensors_header(case_dir / manifest["file"])
-        inputs = {k: np.asarray(read_tensor(header[k])) for k in manifest["inputs"]}
+        inputs = {k: np.asarray(v) for k, v in case.read_inputs().items()}
         audio = inputs["audio"].astype(np.float64) if "audio" in inputs else None
         ctx = Context(setup, audio, prov["seed"], prov["framing"])
-        out.update(replay(ctx, entry["name"], inputs, p))
+        out.update(replay(ctx, case.name, inputs, p))
     return out
 
 
