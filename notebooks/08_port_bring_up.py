@@ -31,7 +31,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from oracle import builtin
-from oracle.compare import compare, load_candidate, load_golden
+from oracle.compare import compare
+from oracle.diagnose import attach_diagnosis
+from oracle.goldenset import load_candidate, load_golden
 
 GOLDEN = Path(builtin.tiny_checkpoint()).parent / "tiny_goldens"
 index = json.loads((GOLDEN / "index.json").read_text())
@@ -140,12 +142,14 @@ write_safetensors(work / "port_v1.safetensors", run_port(interleaved=False))
 # ## Compare
 #
 # Only the three blocks the port has so far (`--only`). The report is in pipeline order; the verdict
-# names the first divergence; the fault catalogue suggests what it looks like.
+# names the first divergence; the fault catalogue, asked by `attach_diagnosis` (as the `compare` command
+# does), suggests what it looks like.
 
 # %%
 golden = load_golden(GOLDEN)
 only = ["rms_norm.*", "rope.*", "swiglu.*"]
-report = compare(golden, load_candidate(work / "port_v1.safetensors"), only=only)
+candidate = load_candidate(work / "port_v1.safetensors")
+report = attach_diagnosis(compare(golden, candidate, only=only), golden, candidate)
 print(report.text().replace(str(work), "<work>").replace(str(GOLDEN), "golden/tiny_goldens"))
 assert report.exit_code == 1 and report.first_divergence.name == "rope.out"
 assert report.likely_mistakes and report.likely_mistakes[0]["key"] == "rope_rotate_half"

@@ -3,10 +3,13 @@
     golden = load_golden("goldens/")                  # index.json (a set) or manifest.json (one case)
     candidate = load_candidate("port_out.safetensors")
     report = compare(golden, candidate, port_dtype="float32")
+    attach_diagnosis(report, golden, candidate)       # optional (oracle.diagnose): names likely mistakes
     print(report.text()); sys.exit(report.exit_code)
 
 The rooms around it: ``oracle.goldenset`` reads and verifies the golden set and loads the candidate,
-``oracle.metrics`` computes the numbers, ``oracle.report`` holds the result and renders it. Shapes are the golden's (``GoldenOutput.shape``); a candidate must match exactly.
+``oracle.metrics`` computes the numbers, ``oracle.report`` holds the result and renders it, and
+``oracle.diagnose`` ranks the fault catalogue's entries against a failing report (compare itself
+knows no fault). Shapes are the golden's (``GoldenOutput.shape``); a candidate must match exactly.
 
 Checks, per golden output, in pipeline order (cases in index order, outputs in manifest order):
 
@@ -357,7 +360,8 @@ def _keys_for(case: GoldenCase, name: str) -> list[str]:
 def compare(golden: GoldenSet, candidate: dict, port_dtype: str = "float32", only=None, tekken=None) -> Report:
     """Compare ``candidate`` ({name: array}) with every golden output (restricted by the ``only`` fnmatch
     globs on tensor names, or ``case/name``), using the tolerances for ``port_dtype`` ("float32" or
-    "bf16"). ``tekken`` (a Tekken or a path) gives token text; default: the golden provenance's."""
+    "bf16"). ``tekken`` (a Tekken or a path) gives token text; default: the golden provenance's.
+    The report's ``likely_mistakes`` stays empty: compare knows no fault (``oracle.diagnose`` fills it)."""
     if port_dtype not in PORT_DTYPES:
         raise OracleError(f"port dtype {port_dtype!r} is not one of {', '.join(PORT_DTYPES)}", exit_code=3)
     only = [only] if isinstance(only, str) else (list(only) if only else None)
@@ -445,13 +449,5 @@ def compare(golden: GoldenSet, candidate: dict, port_dtype: str = "float32", onl
         more = f" and {len(extra) - 10} more" if len(extra) > 10 else ""
         notes.append(f"{len(extra)} candidate tensor{'s are not golden outputs' if len(extra) != 1 else ' is not a golden output'}"
                      f" (ignored): {', '.join(shown)}{more}")
-    report = Report(str(golden.path), getattr(candidate, "path", ""), port_dtype, results, notes, extra, [], only,
-                    len(golden.cases), len(candidate))
-    if report.failing:
-        from .faults import diagnose  # the catalogue knows its own signatures
-
-        report.likely_mistakes = [
-            {"key": d["key"], "title": f"{d['key']} ({d['title']})", "score": d["score"],
-             "detail": d["evidence"] + (f"; to separate look-alikes: {d['separate']}" if d["separate"] else "") + f"; see {d['see']}"}
-            for d in diagnose(report, golden, candidate)]
-    return report
+    return Report(str(golden.path), getattr(candidate, "path", ""), port_dtype, results, notes, extra, [], only,
+                  len(golden.cases), len(candidate))

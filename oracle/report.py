@@ -9,8 +9,9 @@ in ``metrics`` are ``oracle.metrics.compare_metrics``'s.
 
 Statuses: ``ok`` and ``near-tie`` pass; ``FAIL`` is a tolerance failure (exit code 1); ``MISSING``,
 ``SHAPE``, ``DTYPE`` and ``NAN`` are structural (exit code 2, which wins over 1). The verdict names the
-first failing tensor in pipeline order. ``likely_mistakes`` is filled from the fault catalogue and
-rendered only when non-empty.
+first failing tensor in pipeline order. ``likely_mistakes`` is left empty by compare; a caller that
+knows a fault catalogue fills it (``oracle.diagnose.attach_diagnosis``), and it is rendered only when
+non-empty.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class TensorResult:
 @dataclass
 class Report:
     """Everything compare found. ``likely_mistakes`` is filled by a fault catalogue (strings, or dicts
-    with "title" and optional "detail"); it is rendered only when non-empty."""
+    with "title" and optional "detail"; ``oracle.diagnose.attach_diagnosis``); it is rendered only when
+    non-empty."""
 
     golden: str
     candidate: str

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .faults import CATALOGUE, inject
+from .faults import CATALOGUE, FAULTS, inject
 from .forward import audio_embeddings, decode_positions
 from .golden import Context
 from .layers import attention_probs, window_mask
@@ -212,7 +212,7 @@ def trace38(ctx: Context, p: Precision, faults: bool = True, original_audio: np.
         run = run_trace(fctx, p, key)
         forced = run_trace(fctx, p, key, fed=ref.fed)  # same fed tokens as the reference: where does it diverge?
         runs[key] = run
-        fault = next(f for f in CATALOGUE if f.key == key)
+        fault = FAULTS[key]
         report["faults"].append({
             "key": key,
             "title": fault.title,
@@ -251,7 +251,7 @@ def reproduces(fault: dict, report: dict) -> str:
     if hears and an["sequence_length_change"] < 0:
         return (f"**yes**: {hears} of {left} left-pad positions hear speech and the sequence shrinks "
                 f"from {report['n_positions']} to {fault['n_positions']} positions")
-    if hears and fault["key"].startswith("mel_"):
+    if hears and FAULTS[fault["key"]].shows_at[0] == "mel":  # a front-end fault: silence itself encodes differently
         return f"no: the left pad's silence is encoded differently ({hears} positions differ from silence), no position hears speech early"
     if hears:
         return f"partly: {hears} left-pad positions hear speech"

@@ -17,6 +17,7 @@ from oracle import blas, builtin
 from oracle.audio import load_audio, quantize_int16
 from oracle.checkpoint import read_safetensors_header, read_tensor
 from oracle.compare import compare
+from oracle.diagnose import attach_diagnosis
 from oracle.errors import OracleError
 from oracle.faults import CATALOGUE, faulty_outputs
 from oracle.golden import Context
@@ -212,7 +213,7 @@ def test_compare_names_each_catalogued_mistake(dithered_set, key):
         inputs = {k: np.asarray(read_tensor(h[k])) for k in m["inputs"]}
         ctx = Context(setup, quantize_int16(original), 0)
         cand.update(faulty_outputs(key, ctx, c.name, inputs, FLOAT32, original_audio=original))
-    report = compare(golden, cand)
+    report = attach_diagnosis(compare(golden, cand), golden, cand)
     assert report.exit_code in (1, 2)
     named = [d["key"] for d in report.likely_mistakes]
     assert key in named and len(named) <= 3, (key, named, report.verdict)

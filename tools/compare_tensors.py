@@ -8,7 +8,8 @@ GOLDEN_DIR is a golden set (index.json) or one case directory (manifest.json); C
 file or a directory of .safetensors/.npy files named like the golden outputs (golden/SPEC.md). Prints a
 table in pipeline order and, last, one verdict line. Exit codes: 0 pass, 1 tolerance failure,
 2 structural failure (missing tensor, shape, dtype kind, NaN/Inf, golden checksum), 3 usage or I/O.
-The checks are oracle/compare.py's, the numbers oracle/metrics.py's.
+The checks are oracle/compare.py's, the numbers oracle/metrics.py's; when something fails, the fault
+catalogue (oracle/faults.py, ranked by oracle/diagnose.py) names the likely mistakes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from oracle.compare import compare
+from oracle.diagnose import attach_diagnosis
 from oracle.errors import OracleError, where
 from oracle.goldenset import PORT_DTYPES, load_candidate, load_golden
 
@@ -45,6 +47,7 @@ def run(args) -> int:
     golden = load_golden(args.golden)
     candidate = load_candidate(args.candidate)
     report = compare(golden, candidate, port_dtype=args.port_dtype, only=args.only, tekken=args.tekken)
+    attach_diagnosis(report, golden, candidate)
     if args.json:
         _write(args.json, report.to_json() + "\n")
     if args.markdown:

@@ -1,0 +1,125 @@
+"""Which fault catalogue entries a failing compare report looks like: measure, ask every entry, rank.
+
+    report = compare(golden, candidate)
+    attach_diagnosis(report, golden, candidate)   # report.likely_mistakes: at most three, best first
+
+Generic on purpose: this module names no fault. For the first failing tensor of each case (a block case
+isolates a mistake; the end-to-end case shows where it enters the pipeline) it measures an ``Evidence``
+on the arrays, not on report prose, and hands it to every entry's ``score`` (``oracle.faults.Fault``),
+which answers (score in [0, 1], why) or None. An entry keeps its best answer over those tensors; the
+entries scoring at least ``MIN_SCORE`` are ranked by score, then key, and the first ``TOP`` reported.
+
+Shapes: ``Evidence.golden`` and ``.candidate`` are the failing output's arrays in float64, same shape
+[R, ...] (R rows: axis 0, positions or frames); ``.bad`` is the [R, ...] mask of elements beyond atol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .faults import CATALOGUE, Fault
+from .report import FAIL, Report, TensorResult
+
+MIN_SCORE = 0.5  # below this an entry is not named
+TOP = 3  # at most this many entries are named
+CATALOGUE_DOC = "docs/trace38/report.md#8-the-fault-catalogue"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one failing tensor looks like. Row measures and arrays are set only for a float output that
+    FAILs at the golden's shape (else None)."""
+
+    stage: str  # the tensor's name, e.g. "enc.L00.out"
+    status: str  # its compare status: SHAPE, FAIL, ...
+    golden_shape: tuple
+    candidate_shape: tuple | None  # None: not in the candidate
+    first_row: int | None = None  # first row (axis 0) with an element beyond atol
+    failing_rows: int | None = None  # how many rows have one
+    rows: int | None = None
+    max_abs: float | None = None  # max |candidate − golden|
+    atol: float = 0.0  # the tolerance it was compared with
+    golden: np.ndarray | None = field(default=None, repr=False)  # float64
+    candidate: np.ndarray | None = field(default=None, repr=False)  # float64
+    bad: np.ndarray | None = field(default=None, repr=False)  # |candidate − golden| > atol
+    case: str = ""
+    report: Any = field(default=None, repr=False)
+    golden_set: Any = field(default=None, repr=False)
+
+    def status_of(self, name: str) -> str | None:
+        """The compare status of the first tensor called ``name`` (None: not compared)."""
+        t = next((t for t in self.report.tensors if t.name == name), None)
+        return None if t is None else t.status
+
+    def param(self, key: str):
+        """``params[key]`` of the first case (index order) whose manifest has it, e.g. "encoder_window"."""
+        for case in self.golden_set.cases:
+            params = case.manifest.get("params")
+            if isinstance(params, dict) and key in params:
+                return params[key]
+        return None
+
+    def golden_output(self, name: str) -> np.ndarray | None:
+        """Another golden output of the same case, in float64 (None if the case has none of that name)."""
+        out = next((o for _, o in self.golden_set.outputs() if o.name == name and o.case == self.case), None)
+        return None if out is None else np.asarray(out.array(), np.float64)
+
+
+def measure(first: TensorResult, report: Report, golden, candidate: dict) -> Evidence:
+    """The evidence of failing tensor ``first``: which rows fail, by how much, and the arrays themselves."""
+    out = next((o for _, o in golden.outputs() if o.name == first.name and o.case == first.case), None)
+    cand = candidate.get(first.candidate_key or first.name)
+    g_shape = tuple(first.shape)
+    ev = Evidence(first.name, first.status, g_shape, tuple(cand.shape) if cand is not None else None,
+                  case=first.case, report=report, golden_set=golden)
+    if out is None or cand is None or first.status != FAIL or out.kind != "float" or cand.shape != g_shape:
+        return ev
+    g = np.asarray(out.array(), np.float64)
+    a = np.asarray(cand, np.float64)
+    atol = (first.tolerance or {}).get("atol", 0.0)
+    bad = np.abs(a - g) > atol
+    rows_bad = bad.reshape(bad.shape[0], -1).any(axis=1) if bad.ndim > 1 else bad
+    return Evidence(first.name, first.status, g_shape, ev.candidate_shape, first_row=int(np.argmax(rows_bad)),
+                    failing_rows=int(rows_bad.sum()), rows=int(len(rows_bad)), max_abs=float(np.abs(a - g).max()),
+                    atol=atol, golden=g, candidate=a, bad=bad, case=first.case, report=report, golden_set=golden)
+
+
+def first_failures(report: Report) -> list[TensorResult]:
+    """The first failing tensor of each case, in pipeline order."""
+    seen, firsts = set(), []
+    for t in report.failing:
+        if t.case not in seen:
+            seen.add(t.case)
+            firsts.append(t)
+    return firsts
+
+
+def diagnose(report: Report, golden, candidate: dict, catalogue: tuple[Fault, ...] = CATALOGUE) -> list[dict]:
+    """Up to ``TOP`` catalogue entries whose signature the report matches, best first:
+    [{"key", "title", "score", "evidence", "separate", "see"}]."""
+    best: dict[str, tuple[float, str]] = {}
+    for first in first_failures(report):
+        ev = measure(first, report, golden, candidate)
+        for fault in catalogue:
+            answer = fault.score(ev)
+            if answer is not None and answer[0] > best.get(fault.key, (0.0, ""))[0]:
+                best[fault.key] = answer
+    by_key = {f.key: f for f in catalogue}
+    ranked = sorted(((v, k, why) for k, (v, why) in best.items() if v >= MIN_SCORE), key=lambda t: (-t[0], t[1]))[:TOP]
+    return [{"key": k, "title": by_key[k].title, "score": round(v, 2), "evidence": why,
+             "separate": by_key[k].separate, "see": f"{CATALOGUE_DOC} ({k})"} for v, k, why in ranked]
+
+
+def attach_diagnosis(report: Report, golden, candidate: dict, catalogue: tuple[Fault, ...] = CATALOGUE) -> Report:
+    """Fill ``report.likely_mistakes`` from ``diagnose`` when something fails (what `compare` prints
+    under "Likely mistakes"); returns the report."""
+    if report.failing:
+        report.likely_mistakes = [
+            {"key": d["key"], "title": f"{d['key']} ({d['title']})", "score": d["score"],
+             "detail": d["evidence"] + (f"; to separate look-alikes: {d['separate']}" if d["separate"] else "")
+             + f"; see {d['see']}"}
+            for d in diagnose(report, golden, candidate, catalogue)]
+    return report
