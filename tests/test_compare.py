@@ -473,6 +473,35 @@ def test_manifest_disagreeing_with_its_tensors_is_structural(tmp_path):
     assert "outputs.rms_norm.out: manifest says F32[8, 6], the tensors file holds F32[6, 8]" in str(e.value)
 
 
+def test_forward_refuses_what_compare_refuses(tmp_path, capsys):
+    """`forward` reads goldens through load_golden: a bad sha256, a case dir leaving the golden dir, or a
+    provenance it cannot replay from is one line and exit 2, before any checkpoint is opened."""
+    def forward(gdir):
+        code = main(["forward", "rms_norm", "--golden", str(gdir), "--out", str(tmp_path / "c.safetensors")])
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and not (tmp_path / "c.safetensors").exists(), err
+        return code, err
+
+    tampered = write_golden_set(tmp_path / "t")
+    f = tampered / "01_rms_norm" / "tensors.safetensors"
+    raw = bytearray(f.read_bytes())
+    raw[-1] ^= 0x01
+    f.write_bytes(bytes(raw))
+    code, err = forward(tampered)
+    assert code == 2 and "01_rms_norm/tensors.safetensors: sha256 mismatch" in err
+
+    escaping = write_golden_set(tmp_path / "e")
+    index = json.loads((escaping / "index.json").read_text())
+    index["cases"][0]["dir"] = "../outside"
+    (escaping / "index.json").write_text(json.dumps(index))
+    code, err = forward(escaping)
+    assert code == 2 and "cases[0].dir must be a plain file or directory name, got '../outside'" in err
+
+    prov = {k: v for k, v in _provenance().items() if k not in ("delay_ms", "framing")}
+    code, err = forward(write_golden_set(tmp_path / "p", provenance=prov))
+    assert code == 2 and "index.json: provenance lacks delay_ms, framing: cannot replay its cases" in err
+
+
 def test_single_case_directory(gdir):
     g = load_golden(gdir / "02_encoder")
     assert [c.name for c in g.cases] == ["encoder"]
