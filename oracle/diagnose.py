@@ -15,7 +15,7 @@ Shapes: ``Evidence.golden`` and ``.candidate`` are the failing output's arrays i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -82,9 +82,8 @@ def measure(first: TensorResult, report: Report, golden, candidate: dict) -> Evi
     atol = (first.tolerance or {}).get("atol", 0.0)
     bad = np.abs(a - g) > atol
     rows_bad = bad.reshape(bad.shape[0], -1).any(axis=1) if bad.ndim > 1 else bad
-    return Evidence(first.name, first.status, g_shape, ev.candidate_shape, first_row=int(np.argmax(rows_bad)),
-                    failing_rows=int(rows_bad.sum()), rows=int(len(rows_bad)), max_abs=float(np.abs(a - g).max()),
-                    atol=atol, golden=g, candidate=a, bad=bad, case=first.case, report=report, golden_set=golden)
+    return replace(ev, first_row=int(np.argmax(rows_bad)), failing_rows=int(rows_bad.sum()), rows=int(len(rows_bad)),
+                   max_abs=float(np.abs(a - g).max()), atol=atol, golden=g, candidate=a, bad=bad)
 
 
 def first_failures(report: Report) -> list[TensorResult]:
