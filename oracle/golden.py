@@ -148,7 +148,7 @@ def case_swiglu(ctx: Context) -> CaseSpec:
     e = ctx.ckpt.config.encoder
     def run(i, p):
         w = ctx.ckpt.encoder_layer(0, p)
-        return {"swiglu.out": p.store(swiglu(p.array(i["swiglu.x"]), w.w1, w.w3, w.w2, w.b2))}
+        return {"swiglu.out": p.store(swiglu(p.operand(p.array(i["swiglu.x"])), w.w1, w.w3, w.w2, w.b2, operand=p.operand))}
     return CaseSpec("swiglu", "block", "W2 (SiLU(W1 x) * W3 x) + b2 with encoder layer 0's MLP (the encoder's w2 has a bias)",
                     "oracle.layers.swiglu", lambda: {"swiglu.x": _x(ctx.rng("swiglu"), 23, e.dim)}, {},
                     [("enc_layer", 0)], run)
