@@ -114,6 +114,7 @@ BFLOAT16 = Precision("bf16", np.dtype(np.float32), bf16_storage=True)
 FLOAT16 = Precision("float16", np.dtype(np.float32), bf16_storage=False, f16_operands=True)
 
 POLICIES = {p.name: p for p in (FLOAT64, FLOAT32, BFLOAT16, FLOAT16)}
+PORT_DTYPES = ("float32", "bf16", "float16")  # the port dtypes goldens measure tolerances for (golden/SPEC.md)
 
 
 def policy(name: str) -> Precision:
