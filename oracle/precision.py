@@ -13,7 +13,7 @@
              src/ggml-cpu/ggml-cpu.c and ops.cpp, are emulated one for one:
              - weights stored as float16 (``weight``). BF16 -> float16 is exact for 2^-14 <= |w| <=
                65504 (8 significant bits fit in 11); smaller weights become float16 subnormals with fewer
-               bits (zero below 2^-25), larger ones would overflow: ``weight_range`` counts both;
+               bits (zero at 2^-25 and below), larger ones overflow to inf: ``float16_range.weight_range`` counts both;
              - matmul and conv *inputs* rounded to float16 (``operand``): ggml_compute_forward_mul_mat
                converts src1 to the weight's vec_dot_type (type_traits_cpu[F16].from_float =
                ggml_cpu_fp32_to_fp16) before ggml_vec_dot_f16, which multiplies float16 pairs (exact in
@@ -62,12 +62,15 @@ class Precision:
         otherwise). For buffers filled outside ``weight`` (the checkpoint's arena)."""
         if not self.f16_operands:
             return w
+        def rows(a: int, b: int) -> None:
+            with np.errstate(over="ignore"):  # beyond 65504 -> inf, as the port's converter writes it
+                np.copyto(w[a:b], w[a:b].astype(np.float16))
         if w.ndim == 0:
-            np.copyto(w, w.astype(np.float16))
+            with np.errstate(over="ignore"):
+                np.copyto(w, w.astype(np.float16))
             return w
         # float32 -> float16 -> float32 is one-core numpy work: rows on every core, same bits.
-        parallel.split(lambda a, b: np.copyto(w[a:b], w[a:b].astype(np.float16)), w.shape[0],
-                       elements_per_item=w.size // max(1, w.shape[0]))
+        parallel.split(rows, w.shape[0], elements_per_item=w.size // max(1, w.shape[0]))
         return w
 
     def array(self, x) -> np.ndarray:
@@ -84,10 +87,11 @@ class Precision:
     def operand(self, x: np.ndarray) -> np.ndarray:
         """An input of a matmul or conv as the kernel reads it: rounded to float16 in float16 mode
         (ggml converts src1 to the F16 weight's vec_dot_type; im2col writes F16); identity otherwise.
-        A value beyond float16's range (|x| > 65504) becomes inf, as in ggml: see ``overflow``."""
+        A value beyond float16's range (|x| > 65504) becomes inf, as in ggml (``float16_range`` finds them)."""
         if not self.f16_operands:
             return x
-        return x.astype(np.float16).astype(self.dtype)
+        with np.errstate(over="ignore"):  # beyond 65504 -> inf, as ggml's fp32 -> fp16 conversion gives
+            return x.astype(np.float16).astype(self.dtype)
 
     @property
     def angle_dtype(self) -> np.dtype:
