@@ -28,8 +28,8 @@ def adapter(enc: np.ndarray, w: AdapterWeights, factor: int, p: Precision, tap=n
     x = group_frames(enc, factor)
     assert x.shape[1] == w.w_in.shape[1], (x.shape, w.w_in.shape)
     tap("adapter.in", x)
-    hidden = p.store(gelu(p.store(linear(x, w.w_in))))
+    hidden = p.store(gelu(p.store(linear(p.operand(x), w.w_in))))  # p.operand: matmul inputs (float16 port)
     tap("adapter.hidden", hidden)
-    a = p.store(linear(hidden, w.w_out))
+    a = p.store(linear(p.operand(hidden), w.w_out))
     tap("adapter.out", a)
     return a

@@ -234,7 +234,7 @@ class Checkpoint:
             arr = unpermute_rows(np.asarray(arr), *spec.rope(self.config))
         if arena is None:
             return precision.weight(arr)
-        return arena.convert((spec.group, spec.field), arr, precision.dtype)
+        return precision.round_weight_(arena.convert((spec.group, spec.field), arr, precision.dtype))
 
     def group(self, group: str, layer: int | None, precision: Precision, arena: "Arena | None" = None):
         return assemble(group, {s.field: self.field(s, layer, precision, arena) for s in specs_of(group)})
@@ -286,7 +286,7 @@ class Checkpoint:
         """Rows of the embedding table without materializing it (token lookup, chunked LM head)."""
         if arena is None:
             return p.weight(self.embedding_table()[rows])
-        return arena.convert(("embedding", "rows"), self.embedding_table()[rows], p.dtype)
+        return p.round_weight_(arena.convert(("embedding", "rows"), self.embedding_table()[rows], p.dtype))
 
     @property
     def files(self) -> list[Path]:

@@ -34,7 +34,7 @@ def time_condition(delay_tokens: float, cfg: DecoderConfig, p: Precision, tap=no
 
 def layer_ada_scale(t_cond: np.ndarray, w: DecoderLayerWeights, p: Precision) -> np.ndarray:
     """(1 + g) [D] for one layer: position-independent, so computed once per layer and delay."""
-    return p.store(ada_scale(t_cond, w.ada_down, w.ada_up))
+    return p.store(ada_scale(t_cond, w.ada_down, w.ada_up, operand=p.operand))
 
 
 def decoder_input(audio: np.ndarray, token_emb: np.ndarray, p: Precision, tap=no_tap) -> np.ndarray:
@@ -54,15 +54,17 @@ def decoder_attention(n: np.ndarray, positions: np.ndarray, w: DecoderLayerWeigh
     assert d == cfg.dim and positions.shape == (n_pos,), (n.shape, positions.shape)
     cos, sin = rope_angles(positions, dh, cfg.rope_theta, p.angle_dtype)
     cos, sin = p.store(cos.astype(n.dtype)), p.store(sin.astype(n.dtype))
-    q = apply_rope(p.store(linear(n, w.wq)).reshape(n_pos, h_, dh), cos, sin)
-    k = apply_rope(p.store(linear(n, w.wk)).reshape(n_pos, k_, dh), cos, sin)
-    v = p.store(linear(n, w.wv)).reshape(n_pos, k_, dh)
+    x = p.operand(n)  # the matmul input (float16 in a float16 port; identity otherwise)
+    q = apply_rope(p.store(linear(x, w.wq)).reshape(n_pos, h_, dh), cos, sin)
+    k = apply_rope(p.store(linear(x, w.wk)).reshape(n_pos, k_, dh), cos, sin)
+    v = p.store(linear(x, w.wv)).reshape(n_pos, k_, dh)
     tap(f"{name}.q", q)
     tap(f"{name}.k", k)
     tap(f"{name}.v", v)
-    kv = (past if past is not None else KV.empty(k_, dh, n.dtype)).extend(k, v, positions)
-    a = p.store(attention(q, kv.k, kv.v, window_mask(positions, kv.pos, cfg.sliding_window)))
-    out = p.store(linear(a.reshape(n_pos, h_ * dh), w.wo))
+    # q, k, v and the softmax weights are matmul operands too (a ggml port's F16 KV cache holds k, v).
+    kv = (past if past is not None else KV.empty(k_, dh, n.dtype)).extend(p.operand(k), p.operand(v), positions)
+    a = p.store(attention(p.operand(q), kv.k, kv.v, window_mask(positions, kv.pos, cfg.sliding_window), operand=p.operand))
+    out = p.store(linear(p.operand(a.reshape(n_pos, h_ * dh)), w.wo))
     tap(f"{name}.attn.out", out)
     return out, kv
 
@@ -85,7 +87,7 @@ def decoder_layer(x: np.ndarray, positions: np.ndarray, w: DecoderLayerWeights, 
     h = p.store(x + attn_out)
     m = ada_norm(h, w, scale, cfg, p)
     tap(f"{name}.ffn_norm", m)
-    mlp_out = p.store(swiglu(m, w.w1, w.w3, w.w2))
+    mlp_out = p.store(swiglu(p.operand(m), w.w1, w.w3, w.w2, operand=p.operand))
     tap(f"{name}.mlp.out", mlp_out)
     y = p.store(h + mlp_out)
     tap(f"{name}.out", y)
@@ -106,9 +108,10 @@ def lm_head(h: np.ndarray, embedding_rows, vocab_size: int, p: Precision, tap=no
     checkpoint), so the 131072 x 3072 table is never converted whole.
     """
     out = np.empty((h.shape[0], vocab_size), dtype=h.dtype)
+    x = p.operand(h)  # the matmul input (float16 in a float16 port; identity otherwise)
     for start in range(0, vocab_size, chunk):
         rows = embedding_rows(slice(start, min(start + chunk, vocab_size)))
-        linear(h, rows, out=out[:, start:start + rows.shape[0]])
+        linear(x, rows, out=out[:, start:start + rows.shape[0]])
     out = p.store(out)
     tap("logits", out)
     return out

@@ -51,9 +51,11 @@ def conv_stem(mel: np.ndarray, w: ConvStemWeights, p: Precision, state: ConvStat
     assert w.w1.shape == (de, n_mels, CONV_KERNEL) and t % 2 == 0, (mel.shape, w.w1.shape)
     if state is None:
         state = ConvState.zeros(n_mels, de, mel.dtype)
-    h1 = p.store(gelu(p.store(conv1d(mel, w.w1, w.b1, stride=1, history=state.mel_tail))))  # [De, T]
+    # p.operand: the conv inputs as the kernel reads them (ggml's im2col writes F16 in a float16 port).
+    h1 = p.store(gelu(p.store(conv1d(p.operand(mel), w.w1, w.b1, stride=1, history=p.operand(state.mel_tail)))))  # [De, T]
     tap("enc.conv1.out", h1.T)
-    h2 = p.store(gelu(p.store(conv1d(h1, w.w2, w.b2, stride=CONV_STRIDE, history=state.conv1_tail))))  # [De, T/2]
+    h2 = p.store(gelu(p.store(conv1d(p.operand(h1), w.w2, w.b2, stride=CONV_STRIDE,
+                                     history=p.operand(state.conv1_tail)))))  # [De, T/2]
     out = np.ascontiguousarray(h2.T)  # [S, De]
     tap("enc.conv.out", out)
     mel_hist = np.concatenate([state.mel_tail, mel], axis=1)[:, -(CONV_KERNEL - 1):]
@@ -72,15 +74,17 @@ def encoder_attention(n: np.ndarray, positions: np.ndarray, w: EncoderLayerWeigh
     assert de == cfg.dim and positions.shape == (s,), (n.shape, positions.shape)
     cos, sin = rope_angles(positions, dh, cfg.rope_theta, p.angle_dtype)
     cos, sin = p.store(cos.astype(n.dtype)), p.store(sin.astype(n.dtype))
-    q = apply_rope(p.store(linear(n, w.wq, w.bq)).reshape(s, hh, dh), cos, sin)
-    k = apply_rope(p.store(linear(n, w.wk, w.bk)).reshape(s, hh, dh), cos, sin)
-    v = p.store(linear(n, w.wv, w.bv)).reshape(s, hh, dh)
+    x = p.operand(n)  # the matmul input (float16 in a float16 port; identity otherwise)
+    q = apply_rope(p.store(linear(x, w.wq, w.bq)).reshape(s, hh, dh), cos, sin)
+    k = apply_rope(p.store(linear(x, w.wk, w.bk)).reshape(s, hh, dh), cos, sin)
+    v = p.store(linear(x, w.wv, w.bv)).reshape(s, hh, dh)
     tap(f"{name}.q", q)
     tap(f"{name}.k", k)
     tap(f"{name}.v", v)
-    kv = (past if past is not None else KV.empty(hh, dh, n.dtype)).extend(k, v, positions)
-    a = p.store(attention(q, kv.k, kv.v, window_mask(positions, kv.pos, cfg.sliding_window)))
-    out = p.store(linear(a.reshape(s, hh * dh), w.wo, w.bo))
+    # q, k, v and the softmax weights are matmul operands too (a ggml port's F16 KV cache holds k, v).
+    kv = (past if past is not None else KV.empty(hh, dh, n.dtype)).extend(p.operand(k), p.operand(v), positions)
+    a = p.store(attention(p.operand(q), kv.k, kv.v, window_mask(positions, kv.pos, cfg.sliding_window), operand=p.operand))
+    out = p.store(linear(p.operand(a.reshape(s, hh * dh)), w.wo, w.bo))
     tap(f"{name}.attn.out", out)
     return out, kv
 
@@ -98,7 +102,7 @@ def encoder_layer(x: np.ndarray, positions: np.ndarray, w: EncoderLayerWeights, 
     attn_out, kv = encoder_attention(n, positions, w, cfg, p, past=past, tap=tap, name=name)
     h = p.store(x + attn_out)
     m = p.store(rms_norm(h, w.ffn_norm, cfg.norm_eps))
-    mlp_out = p.store(swiglu(m, w.w1, w.w3, w.w2, w.b2))
+    mlp_out = p.store(swiglu(p.operand(m), w.w1, w.w3, w.w2, w.b2, operand=p.operand))
     tap(f"{name}.mlp.out", mlp_out)
     y = p.store(h + mlp_out)
     tap(f"{name}.out", y)

@@ -70,14 +70,16 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return x / np.sqrt(ms + x.dtype.type(eps)) * w
 
 
-def swiglu(x: np.ndarray, w1: np.ndarray, w3: np.ndarray, w2: np.ndarray, b2: np.ndarray | None = None) -> np.ndarray:
+def swiglu(x: np.ndarray, w1: np.ndarray, w3: np.ndarray, w2: np.ndarray, b2: np.ndarray | None = None,
+           operand=None) -> np.ndarray:
     """W2 (SiLU(W1 x) ⊙ W3 x) (+ b2). [N, D] -> [N, D]; w1 is the gate, w3 the up projection.
-    The encoder's w2 carries a bias (its only MLP bias); the decoder's has none."""
+    The encoder's w2 carries a bias (its only MLP bias); the decoder's has none. ``operand`` is how
+    W2's input is rounded (``Precision.operand``: float16 in a ggml port); None: not at all."""
     gate, up = linear(x, w1), linear(x, w3)  # [N, F] each
     # The gate is element-wise one-core work on the widest activation: rows in threads, same bits.
     parallel.split(lambda a, b: np.multiply(silu(gate[a:b]), up[a:b], out=up[a:b]), up.shape[0],
                    elements_per_item=up.size // max(1, up.shape[0]))
-    return linear(up, w2, b2)
+    return linear(operand(up) if operand else up, w2, b2)
 
 
 # -- rotary position embedding ------------------------------------------------------------------
@@ -141,11 +143,13 @@ def window_mask(q_pos: np.ndarray, k_pos: np.ndarray, window: int) -> np.ndarray
     return (d >= 0) & (d < window)
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray, operand=None) -> np.ndarray:
     """Softmax(q k^T / sqrt(Dh) + mask) v with grouped kv heads.  [N,H,Dh],[S,K,Dh],[S,K,Dh],[N,S] -> [N,H,Dh].
 
     Query head h reads kv head ⌊h / (H/K)⌋ (repeat-interleave, as HF ``repeat_kv``; tiling is a known
     mistake). Every row must see at least its own key: a fully masked row is a caller bug, not NaN.
+    ``operand`` is how the softmax weights are rounded as the input of the matmul with v
+    (``Precision.operand``: float16 in a ggml port); None: not at all. q, k, v come rounded by the caller.
     """
     n, h, dh = q.shape
     s, kh, _ = k.shape
@@ -169,7 +173,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray) -> 
         for i0, i1, cols in blocks:
             kb, vb, mb = k[cols, a:b], v[cols, a:b], mask[i0:i1, cols]
             p = masked_softmax_(attention_scores(q[i0:i1, qa:qb], kb), mb, q.dtype.type(dh))
-            p = p.reshape(b - a, g, i1 - i0, -1)  # [K', G, B, S']
+            p = (operand(p) if operand else p).reshape(b - a, g, i1 - i0, -1)  # [K', G, B, S']
             o = p @ vb.transpose(1, 0, 2)[:, None]  # [K', G, B, S'] @ [K', 1, S', Dh] -> [K', G, B, Dh]
             out[i0:i1, qa:qb] = o.transpose(2, 0, 1, 3).reshape(i1 - i0, qb - qa, dh)
 
@@ -251,7 +255,8 @@ def time_embedding(t: float, dim: int, dtype, theta: float = 10000.0, store=None
     return store(np.concatenate([np.cos(emb), np.sin(emb)]))
 
 
-def ada_scale(t_cond: np.ndarray, down: np.ndarray, up: np.ndarray) -> np.ndarray:
+def ada_scale(t_cond: np.ndarray, down: np.ndarray, up: np.ndarray, operand=None) -> np.ndarray:
     """1 + W_up GELU(W_down t_cond): the per-layer, position-independent scale applied after the pre-MLP
-    RMSNorm (MODEL.md §5.2). [D] -> [D]."""
-    return 1.0 + linear(gelu(linear(t_cond, down)), up)
+    RMSNorm (MODEL.md §5.2). [D] -> [D]. ``operand`` rounds both matmul inputs (``Precision.operand``)."""
+    operand = operand or (lambda x: x)
+    return 1.0 + linear(operand(gelu(linear(operand(t_cond), down))), up)

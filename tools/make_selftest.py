@@ -48,7 +48,7 @@ def build(out: Path) -> dict:
                       metadata={"format": "np"})
 
     def tol(t):
-        return {p: {**t, "measured_max_abs": 0.0, "safety": 1.0} for p in ("float32", "bf16")}
+        return {p: {**t, "measured_max_abs": 0.0, "safety": 1.0} for p in ("float32", "bf16", "float16")}
 
     manifest = {
         "schema": CASE_SCHEMA, "name": "selftest", "order": 1, "kind": "block",

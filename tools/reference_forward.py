@@ -1,6 +1,6 @@
 """Run the oracle on a golden set's own inputs, in a chosen precision, and write its outputs as a candidate.
 
-    voxtral-oracle forward COMPONENT --golden DIR --out CANDIDATE.safetensors [--dtype float32|bf16|float64]
+    voxtral-oracle forward COMPONENT --golden DIR --out CANDIDATE.safetensors [--dtype float32|bf16|float16|float64]
                                      [--checkpoint CKPT]
 
 COMPONENT is a case name (rms_norm, conv_stem, e2e, ...), a comma-separated list, or "all". The output
@@ -30,7 +30,7 @@ def add_arguments(p) -> None:
     p.add_argument("component", metavar="COMPONENT", help="case name(s), comma-separated, or 'all'")
     p.add_argument("--golden", required=True, metavar="DIR", help="golden set whose inputs to replay")
     p.add_argument("--out", required=True, metavar="FILE")
-    p.add_argument("--dtype", choices=["float32", "bf16", "float64"], default="float32")
+    p.add_argument("--dtype", choices=["float32", "bf16", "float16", "float64"], default="float32")
     p.add_argument("--checkpoint", metavar="CKPT", help="override the checkpoint named in the golden provenance")
 
 
