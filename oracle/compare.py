@@ -75,6 +75,7 @@ from .goldenset import (
     load_golden,
 )
 from .metrics import compare_metrics, multi_index, nonfinite_scan
+from .precision_signature import envelopes, signature
 from .report import (
     DTYPE,
     FAIL,
@@ -347,6 +348,16 @@ def _compare_float(r: TensorResult, out: GoldenOutput, cand: np.ndarray, tol: To
     r.note = f"{m['mismatched']}/{m['n']} beyond tol ({fmt_num(m['mismatched_pct'])}%)"
 
 
+def precision_line(results: list, selected: list, port_dtype: str) -> str | None:
+    """"precision: looks like a float16 port; you ran --port-dtype float32": the candidate's per-stage max
+    |diff| against the set's measured float32/float16/bf16 envelopes (``oracle.precision_signature``).
+    Said only when the pattern names one precision clearly."""
+    dev = {f"{r.case}/{r.name}": r.metrics["max_abs_diff"] for r in results if r.kind == "float" and r.metrics}
+    tols = {f"{c.name}/{o.name}": o.tolerance for c, o in selected if o.kind == "float"}
+    sig = signature(dev, envelopes(tols))
+    return sig.line(port_dtype) if sig.confident else None
+
+
 def _selected(case: GoldenCase, out: GoldenOutput, only: list[str] | None) -> bool:
     if not only:
         return True
@@ -359,8 +370,8 @@ def _keys_for(case: GoldenCase, name: str) -> list[str]:
 
 def compare(golden: GoldenSet, candidate: dict, port_dtype: str = "float32", only=None, tekken=None) -> Report:
     """Compare ``candidate`` ({name: array}) with every golden output (restricted by the ``only`` fnmatch
-    globs on tensor names, or ``case/name``), using the tolerances for ``port_dtype`` ("float32" or
-    "bf16"). ``tekken`` (a Tekken or a path) gives token text; default: the golden provenance's.
+    globs on tensor names, or ``case/name``), using the tolerances for ``port_dtype`` ("float32", "float16"
+    or "bf16"). ``tekken`` (a Tekken or a path) gives token text; default: the golden provenance's.
     The report's ``likely_mistakes`` stays empty: compare knows no fault (``oracle.diagnose`` fills it)."""
     if port_dtype not in PORT_DTYPES:
         raise OracleError(f"port dtype {port_dtype!r} is not one of {', '.join(PORT_DTYPES)}", exit_code=3)
@@ -449,5 +460,8 @@ def compare(golden: GoldenSet, candidate: dict, port_dtype: str = "float32", onl
         more = f" and {len(extra) - 10} more" if len(extra) > 10 else ""
         notes.append(f"{len(extra)} candidate tensor{'s are not golden outputs' if len(extra) != 1 else ' is not a golden output'}"
                      f" (ignored): {', '.join(shown)}{more}")
+    looks = precision_line(results, selected, port_dtype)
+    if looks:
+        notes.append(looks)
     return Report(str(golden.path), getattr(candidate, "path", ""), port_dtype, results, notes, extra, [], only,
                   len(golden.cases), len(candidate))

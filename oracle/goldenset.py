@@ -30,10 +30,10 @@ import numpy as np
 
 from .checkpoint import DTYPES, FLOAT_DTYPES, NAME_OF_DTYPE, TensorEntry, read_safetensors_header, read_tensor, sha256_file
 from .errors import OracleError, where
+from .precision import PORT_DTYPES
 
 INDEX_SCHEMA = "voxtral-oracle.golden/1"
 CASE_SCHEMA = "voxtral-oracle.golden-case/1"
-PORT_DTYPES = ("float32", "bf16")
 CASE_KINDS = ("block", "e2e", "stream")
 OUTPUT_KINDS = ("float", "tokens", "int")
 INT_DTYPES = {"I8", "U8", "I16", "I32", "I64"}
@@ -189,7 +189,7 @@ def _tolerances(path, spec, label: str) -> dict[str, Tolerance]:
             vals[key] = float(v)
         out[port] = Tolerance(**vals)
     if not out:
-        raise _broken(path, f"{label}.tolerance is empty (expected float32 and bf16 tolerances)")
+        raise _broken(path, f"{label}.tolerance is empty (expected float32, bf16 and float16 tolerances)")
     return out
 
 

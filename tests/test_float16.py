@@ -38,14 +38,6 @@ BLOCKS = ("rms_norm,rope,swiglu,time_ada,conv_stem,encoder_attention,encoder_lay
 GELU_BLOCKS = "time_ada,conv_stem,projector"
 
 
-@pytest.fixture(autouse=True)
-def compare_knows_float16(monkeypatch):
-    """compare's own list of port dtypes predates float16 (oracle/compare.py is being split; the merge
-    makes it ``from .precision import PORT_DTYPES``); until then the tests hand it the full list."""
-    monkeypatch.setattr(oracle.compare, "PORT_DTYPES", PORT_DTYPES)
-    monkeypatch.setattr(oracle_tools.compare_tensors, "PORT_DTYPES", PORT_DTYPES)
-
-
 @pytest.fixture(scope="module")
 def golden():
     return load_golden(COMMITTED)
@@ -224,6 +216,7 @@ def test_signature_names_the_precision(golden, blocks16, port):
     sig = signature(dev, env)
     assert sig.looks_like == port and sig.confident and sig.margin > 1.0, sig
     line = sig.line("float32")
+    assert line in report.notes  # compare itself says it
     assert line.startswith("precision: looks like a float32 port, as --port-dtype says" if port == "float32"
                            else f"precision: looks like a {port} port; you ran --port-dtype float32")
 

@@ -1,7 +1,7 @@
 """Compare a port's tensors with golden tensors: where does the port first diverge, and by how much.
 
     voxtral-oracle compare GOLDEN_DIR CANDIDATE [--json F] [--markdown F] [--only GLOB]
-                           [--port-dtype float32|bf16] [--tekken PATH]
+                           [--port-dtype float32|bf16|float16] [--tekken PATH]
     python tools/compare_tensors.py GOLDEN_DIR CANDIDATE ...
 
 GOLDEN_DIR is a golden set (index.json) or one case directory (manifest.json); CANDIDATE a safetensors
