@@ -20,7 +20,6 @@ from oracle.layers import (
     apply_rope,
     attention,
     conv1d,
-    linear,
     rms_norm,
     rope_angles,
     rope_rotate_half,
@@ -124,33 +123,6 @@ def test_gqa_head_mapping_is_repeat_interleave():
     for h in range(6):
         single = attention(q[:, h:h + 1], k[:, h // 3: h // 3 + 1], v[:, h // 3: h // 3 + 1], mask)
         np.testing.assert_allclose(out[:, h], single[:, 0], atol=1e-14)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("m,k", [(2, 2048), (38, 3072), (174, 9216), (511, 3072), (512, 3072), (174, 1280), (1, 3072)])
-def test_linear_orientation_is_x_wt_to_rounding(dtype, m, k):
-    """linear computes W xᵀ for few rows against a wide weight in float32 (speed). That is x Wᵀ summed
-    in whatever order the BLAS kernel picks: bit-equal on OpenBLAS's AVX-512 kernels, not on its AVX2
-    (Haswell) kernels, where one thread vs two, or a subset of the rows, moves the last bits too. So:
-    float64 is bit-equal to x Wᵀ (never reoriented); float32 is within the error bound of a K-term dot
-    product, γ_K Σ|x||w| (any summation order meets it, a wrong element does not); bias and a column
-    block of a wider output (the LM head) add and land exactly."""
-    rng = np.random.default_rng(m * 7 + k)
-    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((m, k), (96, k), (96,)))
-    y = linear(x, w)
-    assert y.shape == (m, 96) and y.flags.c_contiguous and y.dtype == dtype
-    if dtype == np.float64:
-        assert np.array_equal(y, x @ w.T)
-    else:
-        exact = x.astype(np.float64) @ w.astype(np.float64).T
-        u = np.finfo(np.float32).eps / 2
-        bound = k * u / (1 - k * u) * (np.abs(x).astype(np.float64) @ np.abs(w).astype(np.float64).T)
-        assert (np.abs(y - exact) <= bound).all()
-        assert (np.abs(y - exact) <= 0.01 * bound).mean() > 0.5, "not even near the exact product"
-    assert np.array_equal(linear(x, w, b), y + b)
-    out = np.zeros((m, 200), dtype)
-    linear(x, w, out=out[:, 50:146])
-    assert np.array_equal(out[:, 50:146], y) and not out[:, :50].any() and not out[:, 146:].any()
 
 
 def test_fully_masked_row_is_an_error():
