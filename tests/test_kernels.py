@@ -15,9 +15,11 @@ Every test runs the kernels with their thread splits on (two workers, no minimum
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from oracle import builtin, kernels, layers, parallel
 from oracle.audio import load_audio
@@ -308,6 +310,29 @@ def test_tiny_forward_logits_agree_between_the_paths():
         else:
             assert np.abs(fast - ref).max() <= 1e-5 * np.abs(ref).max()
             assert np.array_equal(fast.argmax(-1), ref.argmax(-1))
+
+
+def test_plain_path_regenerates_the_committed_end_to_end_goldens(tmp_path):
+    """``voxtral-oracle --plain-layers golden``: the offline and streaming end-to-end cases, computed in
+    float64 by the plain bodies, land within one float32 ulp (stored dtype) of the committed goldens,
+    which the fast kernels made; the tokens are the same."""
+    committed = Path(__file__).parents[1] / "golden" / "tiny_goldens"
+    out = tmp_path / "plain"
+    assert main(["--plain-layers", "golden", "--out", str(out), "--components", "e2e,stream", "--quiet"]) == 0
+    dirs = lambda d: {c["name"]: d / c["dir"] for c in json.loads((d / "index.json").read_text())["cases"]}  # noqa: E731
+    new, old = dirs(out), dirs(committed)
+    for case in ("e2e", "stream"):
+        assert json.loads((new[case] / "manifest.json").read_text())["provenance"]["layers"] == "plain"
+        got, ref = load_file(new[case] / "tensors.safetensors"), load_file(old[case] / "tensors.safetensors")
+        assert got.keys() == ref.keys()
+        for name, r in ref.items():
+            g = got[name]
+            assert g.dtype == r.dtype and g.shape == r.shape, name
+            if np.issubdtype(r.dtype, np.floating):
+                scale = np.abs(r).max()
+                assert (np.abs(g - r) <= np.spacing(np.abs(r)) + 1e-12 * scale).all(), name
+            else:
+                assert np.array_equal(g, r), name
 
 
 def test_cli_switch_and_provenance(tmp_path, monkeypatch, capsys):
