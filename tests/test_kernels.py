@@ -30,7 +30,7 @@ from oracle.precision import FLOAT32, FLOAT64
 from oracle_tools.cli import KERNELS_ENV, main
 
 U32 = 2.0 ** -24  # unit roundoff of float32
-EXP_ULPS = 4  # numpy's float32 exp is within 4 ulp (one ulp ≤ 2u relative)
+EXP_ULPS = 4  # float32 exp: numpy's accuracy tests allow 3 ulp (umath-validation-set-exp.csv); one ulp ≤ 2u relative
 HOT = ("linear", "silu", "swiglu", "apply_rope", "attention", "attention_probs")
 
 
