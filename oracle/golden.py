@@ -43,6 +43,7 @@ from .errors import OracleError
 from .float16_range import overflow_count
 from .forward import audio_embeddings, decode_positions
 from .layers import apply_rope, rms_norm, rope_angles, swiglu
+from .layers import path as layers_path
 from .mel import log_mel
 from .pipeline import Setup, offline_mel
 from .precision import BF16, BFLOAT16, FLOAT16, FLOAT32, FLOAT64, Precision
@@ -570,6 +571,7 @@ def provenance_for(ctx: Context, checkpoint_label: str, audio_label: str | None,
         "numpy_version": np.__version__,
         "python_version": platform.python_version(),
         "blas_kernel": blas.kernel(),  # float32/float64 last bits depend on it (oracle/blas.py)
+        "layers": layers_path(),  # "fast" (oracle/kernels.py) or "plain" (--plain-layers): last bits differ
         "checkpoint": checkpoint_label,
         "checkpoint_layout": ctx.ckpt.layout,
         "checkpoint_sha256": files,

@@ -1,13 +1,22 @@
-"""The building blocks, each a short pure function of arrays (picoGPT style).
+"""The building blocks, each a short pure function of arrays (picoGPT style): the formula, plainly.
 
 Shape legend:
     N  query positions          S  key positions (cache + new)     D  model width
     H  query heads              K  kv heads (H % K == 0)            Dh head dim
-    Cin/Cout conv channels      T  conv input frames               F  FFN width
+    G  query heads per kv head  Cin/Cout conv channels              T  conv input frames
+    F  FFN width
 
 Every function computes in the dtype of its inputs (float64 or float32) and returns that dtype.
 Rounding to BF16 (the bf16 emulation) is not done here: callers apply ``Precision.store`` at the
 points where the reference materializes a BF16 tensor.
+
+Fast kernels beside the formulas: each hot layer (``linear``, ``silu``, ``swiglu``, ``apply_rope``,
+``attention``, ``attention_probs``) starts with one line handing its arrays to its twin in
+``kernels.py`` (same signature, same numbers to rounding, held to this body by tests/test_kernels.py).
+``KERNELS`` below is the one switch, read at every dispatch: True (the default) runs the kernels,
+False the bodies written here. Entry points set it: ``voxtral-oracle --plain-layers`` or
+``VOXTRAL_ORACLE_KERNELS=plain``; a library caller sets ``oracle.layers.KERNELS = False``. Goldens
+record which bodies ran (``layers`` in their provenance, from ``path()``).
 """
 
 from __future__ import annotations
@@ -15,35 +24,27 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import erf
 
-from . import parallel
+from . import kernels
+
+KERNELS = True  # the switch: True: hot layers run oracle/kernels.py (default); False: the plain bodies below
+
+
+def path() -> str:
+    """Which bodies the hot layers run now: "fast" (kernels.py) or "plain" (this file)."""
+    return "fast" if KERNELS else "plain"
 
 
 def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
-    """y = x W^T (+ b). [.., in] x [out, in] -> [.., out]; PyTorch Linear layout kept from the checkpoint.
-    ``out`` (no bias): write y there, e.g. a column block of the LM head's logits (BLAS writes it directly)."""
+    """y = x Wᵀ (+ b). [.., in] x [out, in] -> [.., out]; PyTorch Linear layout kept from the checkpoint.
+    ``out`` (no bias): write y there, e.g. a column block of the LM head's logits."""
     assert x.shape[-1] == w.shape[1], (x.shape, w.shape)
     assert out is None or b is None, "linear: out= takes no bias"
-    if x.dtype == np.float32 and x.ndim == 2 and 1 < x.shape[0] < FEW_ROWS and w.shape[1] >= WIDE_INNER:
-        # Few rows against a wide weight (the decoder and LM head offline, a streaming prefill): OpenBLAS's
-        # sgemm runs W xᵀ 10-20% faster than x Wᵀ (measured: [174, 9216] x [3072, 9216]ᵀ 145 -> 163 GFLOP/s
-        # on AVX-512, 109 -> 128 on AVX2). It is the same dot products; the summation order is the
-        # kernel's: the same bits on OpenBLAS's AVX-512 kernels, a last-bit change (≤ 4.5e-7 relative) on
-        # its AVX2 kernels, where the thread count and the row count move those bits as well. Not in
-        # float64: there dgemm is slower this way round. tests/test_layers.py bounds the difference.
-        yt = np.matmul(w, x.T)  # [out, N]
-        if out is None:
-            y = np.ascontiguousarray(yt.T)
-            return y if b is None else np.add(y, b, out=y)
-        np.copyto(out, yt.T)
-        return out
+    if KERNELS: return kernels.linear(x, w, b, out)  # fast: few rows x wide weight: W xᵀ
+    y = x @ w.T  # [.., in] @ [in, out] -> [.., out]
     if out is not None:
-        return np.matmul(x, w.T, out=out)
-    y = x @ w.T
+        out[...] = y
+        return out
     return y if b is None else y + b
-
-
-FEW_ROWS = 512  # linear, float32: below this many rows (and above one) ...
-WIDE_INNER = 2048  # ... and at least this wide an inner dimension, compute W xᵀ (the decoder, not the encoder's 1280)
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
@@ -52,11 +53,9 @@ def gelu(x: np.ndarray) -> np.ndarray:
 
 
 def silu(x: np.ndarray) -> np.ndarray:
-    """x / (1 + exp(−x)), in one scratch array (the FFN's widest activation: [N, F])."""
-    d = np.negative(x)
-    np.exp(d, out=d)
-    d += 1.0
-    return np.divide(x, d, out=d)
+    """x · σ(x) = x / (1 + exp(−x)), element-wise."""
+    if KERNELS: return kernels.silu(x)  # fast: in place, one scratch array
+    return x / (1.0 + np.exp(-x))
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
@@ -75,11 +74,12 @@ def swiglu(x: np.ndarray, w1: np.ndarray, w3: np.ndarray, w2: np.ndarray, b2: np
     """W2 (SiLU(W1 x) ⊙ W3 x) (+ b2). [N, D] -> [N, D]; w1 is the gate, w3 the up projection.
     The encoder's w2 carries a bias (its only MLP bias); the decoder's has none. ``operand`` is how
     W2's input is rounded (``Precision.operand``: float16 in a ggml port); None: not at all."""
-    gate, up = linear(x, w1), linear(x, w3)  # [N, F] each
-    # The gate is element-wise one-core work on the widest activation: rows in threads, same bits.
-    parallel.split(lambda a, b: np.multiply(silu(gate[a:b]), up[a:b], out=up[a:b]), up.shape[0],
-                   elements_per_item=up.size // max(1, up.shape[0]))
-    return linear(operand(up) if operand else up, w2, b2)
+    assert x.shape[-1] == w1.shape[1] == w3.shape[1] and w1.shape == w3.shape, (x.shape, w1.shape, w3.shape)
+    if KERNELS: return kernels.swiglu(x, w1, w3, w2, b2, operand)  # fast: the gate in row threads
+    gate = silu(linear(x, w1))  # [N, D] -> [N, F]
+    up = linear(x, w3)  # [N, D] -> [N, F]
+    h = gate * up  # [N, F]
+    return linear(operand(h) if operand else h, w2, b2)  # [N, F] -> [N, D]
 
 
 # -- rotary position embedding ------------------------------------------------------------------
@@ -106,14 +106,12 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     """
     n, h, dh = x.shape
     assert cos.shape == (n, dh // 2) and sin.shape == cos.shape, (x.shape, cos.shape)
-    x0, x1 = x[..., 0::2], x[..., 1::2]
-    c, s = cos[:, None, :].astype(x.dtype), sin[:, None, :].astype(x.dtype)
-    out = np.empty_like(x)
-
-    def rows(a: int, b: int) -> None:  # positions [a, b): element-wise, so threads change no bit
-        out[a:b, :, 0::2] = x0[a:b] * c[a:b] - x1[a:b] * s[a:b]
-        out[a:b, :, 1::2] = x0[a:b] * s[a:b] + x1[a:b] * c[a:b]
-    parallel.split(rows, n, elements_per_item=h * dh)
+    if KERNELS: return kernels.apply_rope(x, cos, sin)  # fast: positions in row threads
+    x0, x1 = x[..., 0::2], x[..., 1::2]  # [N, h, Dh/2] each: the pair (x[2i], x[2i+1])
+    c, s = cos[:, None, :].astype(x.dtype), sin[:, None, :].astype(x.dtype)  # [N, 1, Dh/2]
+    out = np.empty_like(x)  # [N, h, Dh]
+    out[..., 0::2] = x0 * c - x1 * s
+    out[..., 1::2] = x0 * s + x1 * c
     return out
 
 
@@ -130,10 +128,6 @@ def rope_rotate_half(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndar
 # -- attention ----------------------------------------------------------------------------------
 
 
-MASKED_SCORE = -1e30  # the score of a masked key (see attention_probs)
-QUERY_BLOCK = 128  # queries per block in ``attention``
-
-
 def window_mask(q_pos: np.ndarray, k_pos: np.ndarray, window: int) -> np.ndarray:
     """Key j is visible to query i iff 0 ≤ pos_i − pos_j < window (the window counts the query itself).
 
@@ -144,7 +138,7 @@ def window_mask(q_pos: np.ndarray, k_pos: np.ndarray, window: int) -> np.ndarray
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray, operand=None) -> np.ndarray:
-    """Softmax(q k^T / sqrt(Dh) + mask) v with grouped kv heads.  [N,H,Dh],[S,K,Dh],[S,K,Dh],[N,S] -> [N,H,Dh].
+    """Softmax(q kᵀ / √Dh + mask) v with grouped kv heads.  [N,H,Dh],[S,K,Dh],[S,K,Dh],[N,S] -> [N,H,Dh].
 
     Query head h reads kv head ⌊h / (H/K)⌋ (repeat-interleave, as HF ``repeat_kv``; tiling is a known
     mistake). Every row must see at least its own key: a fully masked row is a caller bug, not NaN.
@@ -153,66 +147,28 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray, ope
     """
     n, h, dh = q.shape
     s, kh, _ = k.shape
-    g = h // kh
     assert v.shape == k.shape and h % kh == 0 and mask.shape == (n, s), (q.shape, k.shape, v.shape, mask.shape)
     assert mask.any(axis=1).all(), "attention: a query sees no key"
-    out = np.empty((n, h, dh), dtype=q.dtype)
-    # Queries in blocks, each against only the keys its mask lets it see (a causal window makes that a
-    # contiguous band): masked keys have weight exactly 0, so this is the same softmax, with about half
-    # the work for causal attention over long sequences.
-    blocks = []
-    for i0 in range(0, n, QUERY_BLOCK):
-        i1 = min(i0 + QUERY_BLOCK, n)
-        cols = np.flatnonzero(mask[i0:i1].any(axis=0))
-        if cols[-1] - cols[0] + 1 == len(cols):
-            cols = slice(cols[0], cols[-1] + 1)
-        blocks.append((i0, i1, cols))
-
-    def kv_heads(a: int, b: int) -> None:  # kv heads [a, b) and their query heads [a·G, b·G)
-        qa, qb = a * g, b * g
-        for i0, i1, cols in blocks:
-            kb, vb, mb = k[cols, a:b], v[cols, a:b], mask[i0:i1, cols]
-            p = masked_softmax_(attention_scores(q[i0:i1, qa:qb], kb), mb, q.dtype.type(dh))
-            p = (operand(p) if operand else p).reshape(b - a, g, i1 - i0, -1)  # [K', G, B, S']
-            o = p @ vb.transpose(1, 0, 2)[:, None]  # [K', G, B, S'] @ [K', 1, S', Dh] -> [K', G, B, Dh]
-            out[i0:i1, qa:qb] = o.transpose(2, 0, 1, 3).reshape(i1 - i0, qb - qa, dh)
-
-    # Per head these are small matmuls (B x Dh x S') that BLAS cannot spread well over the cores: kv heads
-    # run in threads instead, each calling a one-thread BLAS (the same kernels; on OpenBLAS's AVX2 kernels
-    # one thread sums some elements in another order than two, see ``parallel.split``).
-    parallel.split(kv_heads, kh, elements_per_item=g * n * s * dh, blas_single=True)  # work ~ multiply-adds
-    return out
-
-
-def attention_scores(q: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Raw q·k per query head (no scale, no mask). [N,H,Dh],[S,K,Dh] -> [H, N, S]."""
-    n, h, dh = q.shape
-    s, kh, _ = k.shape
-    qg = q.reshape(n, kh, h // kh, dh).transpose(1, 2, 0, 3)  # [K, G, N, Dh]; head h = kv * G + r
-    return (qg @ k.transpose(1, 2, 0)[:, None]).reshape(h, n, s)  # [K, G, N, S] -> [H, N, S]
+    if KERNELS: return kernels.attention(q, k, v, mask, operand)  # fast: key bands, kv heads in threads
+    p = attention_probs(q, k, mask).reshape(kh, h // kh, n, s)  # [H, N, S] -> [K, G, N, S]
+    p = operand(p) if operand else p
+    out = np.einsum("kgns,skd->nkgd", p, v)  # Σ_j p_ij v_j per head: [N, K, G, Dh]
+    return out.reshape(n, h, dh)  # head h = kv · G + r
 
 
 def attention_probs(q: np.ndarray, k: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """softmax(q k^T / sqrt(Dh) + mask) per query head. [N,H,Dh],[S,K,Dh],[N,S] -> [H, N, S] (the weights
-    ``attention`` uses; traces draw them)."""
+    """softmax(q kᵀ / √Dh + mask) per query head. [N,H,Dh],[S,K,Dh],[N,S] -> [H, N, S] (the weights
+    ``attention`` uses; traces draw them). A masked key scores −inf: its weight is exactly 0."""
     n, h, dh = q.shape
-    scores = attention_scores(q, k)
-    # The softmax is one-core numpy work, the matmul before it is not: heads run on every core.
-    parallel.split(lambda a, b: masked_softmax_(scores[a:b], mask, q.dtype.type(dh)), h, elements_per_item=n * k.shape[0])
-    return scores
-
-
-def masked_softmax_(scores: np.ndarray, mask: np.ndarray, dh) -> np.ndarray:
-    """In place: softmax(scores / sqrt(Dh) + mask) over the last axis.  [H, N, S], [N, S] -> [H, N, S]."""
-    scores /= np.sqrt(dh)
-    # Masked keys get a large finite negative score rather than -inf: exp underflows to exactly 0 either
-    # way, but numpy's SIMD exp takes a slow path on -inf (about 8x slower on [32, 684, 684]).
-    if not mask.all():
-        np.copyto(scores, scores.dtype.type(MASKED_SCORE), where=~mask)
-    scores -= scores.max(axis=-1, keepdims=True)
-    np.exp(scores, out=scores)
-    scores /= scores.sum(axis=-1, keepdims=True)
-    return scores
+    s, kh, _ = k.shape
+    assert k.shape[2] == dh and h % kh == 0 and mask.shape == (n, s), (q.shape, k.shape, mask.shape)
+    if KERNELS: return kernels.attention_probs(q, k, mask)  # fast: in place, heads in threads
+    qg = q.reshape(n, kh, h // kh, dh)  # [N, K, G, Dh]: query head h = kv · G + r
+    scores = np.einsum("nkgd,skd->kgns", qg, k) / np.sqrt(q.dtype.type(dh))  # [K, G, N, S]
+    scores = np.where(mask, scores, -np.inf)  # [N, S] mask broadcast over heads
+    p = np.exp(scores - scores.max(axis=-1, keepdims=True))  # the row max keeps exp ≤ 1
+    p /= p.sum(axis=-1, keepdims=True)
+    return p.reshape(h, n, s)
 
 
 # -- convolution --------------------------------------------------------------------------------

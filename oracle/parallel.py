@@ -5,9 +5,10 @@ release the GIL on large arrays, so running disjoint slices in threads uses the 
 change to any number: each element is computed by the same loop, only by another thread.
 
 Used where the one-core work is large enough to matter at full size: BF16 -> float32/float64 weight
-conversion (``precision.widen_into``, by rows), attention (``layers.attention``, by kv head: its many
-small matmuls run one BLAS thread per part, see ``split(blas_single=True)``) and the softmax of
-``layers.attention_probs`` (by head).
+conversion (``precision.widen_into``, by rows), attention (``kernels.attention``, by kv head: its many
+small matmuls run one BLAS thread per part, see ``split(blas_single=True)``), the softmax of
+``kernels.attention_probs`` (by head), and the element-wise SwiGLU gate and RoPE (``kernels.swiglu``,
+``kernels.apply_rope``, by rows).
 
 The pool is created on first use and holds no model state. ``set_workers(1)`` runs everything in
 the calling thread. The tests check that results do not depend on it on the tiny checkpoint; at full

@@ -8,11 +8,14 @@ on random arrays rather than on a checkpoint.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from oracle import layers
 from oracle.cache import KV
 from oracle.config import TINY
 from oracle.encoder import conv_stem, encoder_layer
@@ -20,7 +23,6 @@ from oracle.layers import (
     apply_rope,
     attention,
     conv1d,
-    linear,
     rms_norm,
     rope_angles,
     rope_rotate_half,
@@ -31,16 +33,30 @@ from oracle.precision import BFLOAT16, FLOAT32, FLOAT64
 from oracle.weights import ConvStemWeights, EncoderLayerWeights, permute_rows, unpermute_rows
 
 seeds = st.integers(0, 2**32 - 1)
+# The invariants hold for the plain bodies and for their fast kernels (tests/test_kernels.py compares the two).
+both_paths = pytest.mark.parametrize("kernels", [True, False], ids=["fast", "plain"])
 
 
+@contextmanager
+def path(kernels: bool):
+    before = layers.KERNELS
+    layers.KERNELS = kernels
+    try:
+        yield
+    finally:
+        layers.KERNELS = before
+
+
+@both_paths
 @given(seed=seeds, n=st.integers(1, 40), heads=st.integers(1, 4), half=st.integers(1, 12),
        theta=st.sampled_from([1e4, 1e6]), offset=st.integers(0, 5000))
-def test_rope_preserves_norms(seed, n, heads, half, theta, offset):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, heads, 2 * half))
-    cos, sin = rope_angles(np.arange(offset, offset + n), 2 * half, theta, np.float64)
-    y = apply_rope(x, cos, sin)
-    np.testing.assert_allclose(np.linalg.norm(y, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-12)
+def test_rope_preserves_norms(kernels, seed, n, heads, half, theta, offset):
+    with path(kernels):
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((n, heads, 2 * half))
+        cos, sin = rope_angles(np.arange(offset, offset + n), 2 * half, theta, np.float64)
+        y = apply_rope(x, cos, sin)
+        np.testing.assert_allclose(np.linalg.norm(y, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-12)
 
 
 @given(seed=seeds, half=st.integers(1, 16), i=st.integers(0, 3000), j=st.integers(0, 3000),
@@ -74,38 +90,42 @@ def _rand_attention(rng, n, h, k, dh):
     return rng.standard_normal((n, h, dh)), rng.standard_normal((n, k, dh)), rng.standard_normal((n, k, dh))
 
 
+@both_paths
 @given(seed=seeds, n=st.integers(2, 30), groups=st.integers(1, 3), kv=st.integers(1, 3), window=st.integers(1, 40),
        cut=st.data())
-def test_attention_is_causal(seed, n, groups, kv, window, cut):
-    i = cut.draw(st.integers(0, n - 2))
-    rng = np.random.default_rng(seed)
-    q, k, v = _rand_attention(rng, n, groups * kv, kv, 6)
-    pos = np.arange(n)
-    out = attention(q, k, v, window_mask(pos, pos, window))
-    k2, v2 = k.copy(), v.copy()
-    k2[i + 1:] = rng.standard_normal(k2[i + 1:].shape)
-    v2[i + 1:] = rng.standard_normal(v2[i + 1:].shape)
-    out2 = attention(q, k2, v2, window_mask(pos, pos, window))
-    np.testing.assert_array_equal(out[: i + 1], out2[: i + 1])
-
-
-@given(seed=seeds, n=st.integers(3, 40), window=st.integers(1, 12))
-def test_sliding_window_ignores_keys_older_than_the_window(seed, n, window):
-    rng = np.random.default_rng(seed)
-    q, k, v = _rand_attention(rng, n, 4, 2, 8)
-    pos = np.arange(n)
-    out = attention(q, k, v, window_mask(pos, pos, window))
-    for i in range(n):
-        old = pos <= i - window  # exactly the keys with i - j >= W
+def test_attention_is_causal(kernels, seed, n, groups, kv, window, cut):
+    with path(kernels):
+        i = cut.draw(st.integers(0, n - 2))
+        rng = np.random.default_rng(seed)
+        q, k, v = _rand_attention(rng, n, groups * kv, kv, 6)
+        pos = np.arange(n)
+        out = attention(q, k, v, window_mask(pos, pos, window))
         k2, v2 = k.copy(), v.copy()
-        k2[old], v2[old] = 1e3, -1e3
+        k2[i + 1:] = rng.standard_normal(k2[i + 1:].shape)
+        v2[i + 1:] = rng.standard_normal(v2[i + 1:].shape)
         out2 = attention(q, k2, v2, window_mask(pos, pos, window))
-        np.testing.assert_allclose(out2[i], out[i], rtol=0, atol=1e-12)
-        if i >= window >= 2:  # the oldest visible key does matter: the window is not one key too narrow
-            # (with W = 1 the only key is the query itself and its softmax weight is 1 whatever it is)
-            k3 = k.copy()
-            k3[i - window + 1] += 5.0
-            assert not np.allclose(attention(q, k3, v, window_mask(pos, pos, window))[i], out[i])
+        np.testing.assert_array_equal(out[: i + 1], out2[: i + 1])
+
+
+@both_paths
+@given(seed=seeds, n=st.integers(3, 40), window=st.integers(1, 12))
+def test_sliding_window_ignores_keys_older_than_the_window(kernels, seed, n, window):
+    with path(kernels):
+        rng = np.random.default_rng(seed)
+        q, k, v = _rand_attention(rng, n, 4, 2, 8)
+        pos = np.arange(n)
+        out = attention(q, k, v, window_mask(pos, pos, window))
+        for i in range(n):
+            old = pos <= i - window  # exactly the keys with i - j >= W
+            k2, v2 = k.copy(), v.copy()
+            k2[old], v2[old] = 1e3, -1e3
+            out2 = attention(q, k2, v2, window_mask(pos, pos, window))
+            np.testing.assert_allclose(out2[i], out[i], rtol=0, atol=1e-12)
+            if i >= window >= 2:  # the oldest visible key does matter: the window is not one key too narrow
+                # (with W = 1 the only key is the query itself and its softmax weight is 1 whatever it is)
+                k3 = k.copy()
+                k3[i - window + 1] += 5.0
+                assert not np.allclose(attention(q, k3, v, window_mask(pos, pos, window))[i], out[i])
 
 
 def test_window_mask_boundary():
@@ -115,48 +135,25 @@ def test_window_mask_boundary():
     assert m[5, 3] and not m[5, 2] and not m[5, 6]
 
 
-def test_gqa_head_mapping_is_repeat_interleave():
+@both_paths
+def test_gqa_head_mapping_is_repeat_interleave(kernels):
     """Query head h reads kv head floor(h / (H/K)); tiling (h mod K) is a known mistake."""
-    rng = np.random.default_rng(0)
-    q, k, v = _rand_attention(rng, 5, 6, 2, 4)
-    mask = window_mask(np.arange(5), np.arange(5), 100)
-    out = attention(q, k, v, mask)
-    for h in range(6):
-        single = attention(q[:, h:h + 1], k[:, h // 3: h // 3 + 1], v[:, h // 3: h // 3 + 1], mask)
-        np.testing.assert_allclose(out[:, h], single[:, 0], atol=1e-14)
+    with path(kernels):
+        rng = np.random.default_rng(0)
+        q, k, v = _rand_attention(rng, 5, 6, 2, 4)
+        mask = window_mask(np.arange(5), np.arange(5), 100)
+        out = attention(q, k, v, mask)
+        for h in range(6):
+            single = attention(q[:, h:h + 1], k[:, h // 3: h // 3 + 1], v[:, h // 3: h // 3 + 1], mask)
+            np.testing.assert_allclose(out[:, h], single[:, 0], atol=1e-14)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("m,k", [(2, 2048), (38, 3072), (174, 9216), (511, 3072), (512, 3072), (174, 1280), (1, 3072)])
-def test_linear_orientation_is_x_wt_to_rounding(dtype, m, k):
-    """linear computes W xᵀ for few rows against a wide weight in float32 (speed). That is x Wᵀ summed
-    in whatever order the BLAS kernel picks: bit-equal on OpenBLAS's AVX-512 kernels, not on its AVX2
-    (Haswell) kernels, where one thread vs two, or a subset of the rows, moves the last bits too. So:
-    float64 is bit-equal to x Wᵀ (never reoriented); float32 is within the error bound of a K-term dot
-    product, γ_K Σ|x||w| (any summation order meets it, a wrong element does not); bias and a column
-    block of a wider output (the LM head) add and land exactly."""
-    rng = np.random.default_rng(m * 7 + k)
-    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((m, k), (96, k), (96,)))
-    y = linear(x, w)
-    assert y.shape == (m, 96) and y.flags.c_contiguous and y.dtype == dtype
-    if dtype == np.float64:
-        assert np.array_equal(y, x @ w.T)
-    else:
-        exact = x.astype(np.float64) @ w.astype(np.float64).T
-        u = np.finfo(np.float32).eps / 2
-        bound = k * u / (1 - k * u) * (np.abs(x).astype(np.float64) @ np.abs(w).astype(np.float64).T)
-        assert (np.abs(y - exact) <= bound).all()
-        assert (np.abs(y - exact) <= 0.01 * bound).mean() > 0.5, "not even near the exact product"
-    assert np.array_equal(linear(x, w, b), y + b)
-    out = np.zeros((m, 200), dtype)
-    linear(x, w, out=out[:, 50:146])
-    assert np.array_equal(out[:, 50:146], y) and not out[:, :50].any() and not out[:, 146:].any()
-
-
-def test_fully_masked_row_is_an_error():
-    q, k, v = _rand_attention(np.random.default_rng(0), 2, 1, 1, 4)
-    with pytest.raises(AssertionError, match="sees no key"):
-        attention(q, k, v, np.array([[True, False], [False, False]]))
+@both_paths
+def test_fully_masked_row_is_an_error(kernels):
+    with path(kernels):
+        q, k, v = _rand_attention(np.random.default_rng(0), 2, 1, 1, 4)
+        with pytest.raises(AssertionError, match="sees no key"):
+            attention(q, k, v, np.array([[True, False], [False, False]]))
 
 
 @given(seed=seeds, d=st.integers(2, 64), scale=st.floats(1e-3, 1e3), dtype=st.sampled_from([np.float64, np.float32]))
@@ -209,8 +206,9 @@ def test_time_embedding_layout():
     np.testing.assert_allclose(t, np.concatenate([np.cos(6 * f), np.sin(6 * f)]), rtol=1e-15)
 
 
+@both_paths
 @pytest.mark.parametrize("p", [FLOAT64, FLOAT32, BFLOAT16])
-def test_layers_keep_the_policy_dtype(p):
+def test_layers_keep_the_policy_dtype(p, kernels):
     """No silent downcast or upcast: an encoder layer given dtype D returns D."""
     rng = np.random.default_rng(1)
     e = TINY.encoder
@@ -220,7 +218,8 @@ def test_layers_keep_the_policy_dtype(p):
                   w2=(e.dim, e.hidden_dim), b2=(e.dim,))
     w = EncoderLayerWeights(**{k: p.weight(rng.standard_normal(s) * 0.1) for k, s in shapes.items()})
     x = p.array(rng.standard_normal((20, e.dim)))
-    y, kv = encoder_layer(x, np.arange(20), w, e, p)
+    with path(kernels):
+        y, kv = encoder_layer(x, np.arange(20), w, e, p)
     assert y.dtype == p.dtype and kv.k.dtype == p.dtype
     if p is BFLOAT16:  # stored activations are exactly representable in bf16
         np.testing.assert_array_equal(y, p.store(y))

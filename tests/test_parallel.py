@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from oracle import builtin, parallel
 from oracle.forward import forward
-from oracle.layers import attention, attention_probs, masked_softmax_, window_mask
+from oracle.kernels import masked_softmax_
+from oracle.layers import attention, attention_probs, window_mask
 from oracle.pipeline import load_setup, offline_mel
 from oracle.audio import load_audio
 from oracle.precision import BFLOAT16, FLOAT32, FLOAT64, widen_into

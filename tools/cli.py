@@ -3,14 +3,20 @@
 Each command lives in its own module of this package, exposing ``add_arguments(parser)`` and
 ``run(args) -> int``. A user-caused error (``OracleError``) prints one line and exits with its code
 (2 by default; compare uses 1/2/3 as documented); a bug still shows its traceback.
+
+``--plain-layers`` (before the command), or ``VOXTRAL_ORACLE_KERNELS=plain``, runs the plain layer bodies
+of ``oracle/layers.py`` instead of their fast kernels (``oracle/kernels.py``) for that command: slower,
+the same numbers to rounding; goldens record which ran.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
+from oracle import layers
 from oracle.errors import OracleError
 
 COMMANDS = {
@@ -24,6 +30,9 @@ COMMANDS = {
 }
 
 
+KERNELS_ENV = "VOXTRAL_ORACLE_KERNELS"  # "fast" (default) or "plain"
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's usage errors: one line, exit 2 (compare overrides to 3)
         self.print_usage(sys.stderr)
@@ -33,6 +42,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="voxtral-oracle", description="numpy reference implementation of Voxtral Mini 4B Realtime")
+    parser.add_argument("--plain-layers", action="store_true",
+                        help=f"run the plain layers of oracle/layers.py, not their fast kernels (or {KERNELS_ENV}=plain)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module, help_text) in COMMANDS.items():
         mod = importlib.import_module(f"oracle_tools.{module}")
@@ -49,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    before = layers.KERNELS
     try:
+        layers.KERNELS = not (args.plain_layers or _plain_from_env())  # the one switch, for this command only
         return int(args._run(args) or 0)
     except OracleError as err:
         print(f"voxtral-oracle {args.command}: error: {err}", file=sys.stderr)
@@ -59,6 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        layers.KERNELS = before
+
+
+def _plain_from_env() -> bool:
+    value = os.environ.get(KERNELS_ENV, "fast")
+    if value not in ("fast", "plain"):
+        raise OracleError(f"{KERNELS_ENV}={value!r}: choose fast (the default) or plain")
+    return value == "plain"
 
 
 def run_as_script(command: str) -> None:
