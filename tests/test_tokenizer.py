@@ -28,9 +28,8 @@ from oracle.tokenizer import (
     Tekken,
     decode_incrementally,
     incomplete_utf8_tail,
-    tekken_document,
-    write_tekken,
 )
+from oracle.synth_tekken import tekken_document, write_tekken
 
 DATA = Path(mistral_common.__file__).parent / "data"
 PACKAGED = ["tekken_240718.json", "tekken_240911.json"]
