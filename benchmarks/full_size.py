@@ -35,9 +35,11 @@ import sys
 import time
 from pathlib import Path
 
-import oracle  # noqa: F401  (first: it sets OpenBLAS's thread timeout before numpy loads OpenBLAS)
-import numpy as np
 from oracle import blas
+
+blas.quiet_idle_threads()  # before numpy loads OpenBLAS (oracle/blas.py says why)
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["oracle:load", "hf:load", "oracle:forward_f32", "hf:forward_f32", "oracle:forward_f64",

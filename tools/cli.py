@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from oracle.blas import quiet_idle_threads
 from oracle.errors import OracleError
 
 COMMANDS = {
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_idle_threads()  # before build_parser imports the commands, and with them numpy
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

@@ -10,6 +10,10 @@ The checkpoint is the golden set's (from its provenance) unless --checkpoint is 
 
 from __future__ import annotations
 
+from oracle.blas import quiet_idle_threads
+
+quiet_idle_threads()  # this file also runs as a script: before numpy loads OpenBLAS (see oracle/blas.py)
+
 import json
 from pathlib import Path
 
