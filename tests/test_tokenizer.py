@@ -113,7 +113,7 @@ def test_packaged_metadata_matches_mc(packaged):
     rng = np.random.RandomState(7)
     for token_id in [*range(1000, 1256), *rng.randint(1000, 131072, size=2000), 131071]:
         assert tk.id_bytes(token_id) == mc.id_to_byte_piece(int(token_id))
-    # Ids quoted in the spec (§7.2).
+    # Ids quoted in MODEL.md §7.2.
     assert tk.decode([1362, 19135]) == " I spoke"
 
 
