@@ -135,7 +135,7 @@ def inputs(ckpt_dir: Path, seconds: float):
     n = int(seconds * 16000)
     audio = np.resize(clip, n)  # the clip repeated
     proto = setup.protocol
-    mel = log_mel(proto.pad_offline(audio))
+    mel = log_mel(proto.pad_offline(audio), audio=proto.audio)
     n_pos = mel.shape[1] // 8
     ids = np.concatenate([proto.prompt, 1000 + (np.arange(n_pos - len(proto.prompt)) % 500)]).astype(np.int64)
     return setup, mel, ids

@@ -327,7 +327,7 @@ def case_e2e(ctx: Context) -> CaseSpec:
         return {"audio": ctx.audio, "tokens_in": fed.astype(np.int64)}
 
     def run(i, p):
-        mel = log_mel(proto.pad_offline(i["audio"]).astype(p.dtype), p.dtype, floor=ctx.mel_floor)
+        mel = log_mel(proto.pad_offline(i["audio"]).astype(p.dtype), p.dtype, audio=cfg.audio, floor=ctx.mel_floor)
         taps = Taps(*names)
         audio = audio_embeddings(ctx.ckpt, mel, p, tap=taps, variant=ctx.variant)
         # A faulty front end (fault catalogue) can give another number of positions than tokens_in has:

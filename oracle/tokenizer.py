@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
+from oracle.config import FULL
 from oracle.errors import OracleError, where
 
 # Ranks 0–34 of the standard Mistral special-token list (MODEL.md §7.3). Ranks 35.. are "<SPECIAL_i>".
@@ -82,11 +83,12 @@ class StreamingAudioConfig:
     the file (MC ``AudioSpectrogramConfig``); they are flattened here.
     """
 
-    sampling_rate: int = 16000
-    frame_rate: float = 12.5  # decoder tokens per second
-    num_mel_bins: int = 128
-    hop_length: int = 160
-    window_size: int = 400
+    # The front-end numbers default to the real model's (their home is oracle.config).
+    sampling_rate: int = FULL.audio.sampling_rate  # 16000
+    frame_rate: float = FULL.audio.frame_rate  # 12.5 decoder tokens per second
+    num_mel_bins: int = FULL.audio.num_mel_bins  # 128
+    hop_length: int = FULL.audio.hop_length  # 160
+    window_size: int = FULL.audio.window_size  # 400
     transcription_delay_ms: float = 480.0
     streaming_look_ahead_ms: float = 2.5
     streaming_look_back_ms: float = 52.5
