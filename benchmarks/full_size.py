@@ -35,9 +35,11 @@ import sys
 import time
 from pathlib import Path
 
-import oracle  # noqa: F401  (first: it sets OpenBLAS's thread timeout before numpy loads OpenBLAS)
-import numpy as np
 from oracle import blas
+
+blas.quiet_idle_threads()  # before numpy loads OpenBLAS (oracle/blas.py says why)
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["oracle:load", "hf:load", "oracle:forward_f32", "hf:forward_f32", "oracle:forward_f64",
@@ -133,7 +135,7 @@ def inputs(ckpt_dir: Path, seconds: float):
     n = int(seconds * 16000)
     audio = np.resize(clip, n)  # the clip repeated
     proto = setup.protocol
-    mel = log_mel(proto.pad_offline(audio))
+    mel = log_mel(proto.pad_offline(audio), audio=proto.audio)
     n_pos = mel.shape[1] // 8
     ids = np.concatenate([proto.prompt, 1000 + (np.arange(n_pos - len(proto.prompt)) % 500)]).astype(np.int64)
     return setup, mel, ids

@@ -26,6 +26,25 @@ def kernel() -> str:
     return "unknown"
 
 
+THREAD_TIMEOUT = "16"  # OPENBLAS_THREAD_TIMEOUT: idle threads spin 2^16 cycles (~25 µs) instead of 2^28
+
+
+def quiet_idle_threads() -> None:
+    """Let OpenBLAS's idle threads give their cores back after ~25 µs instead of ~0.1 s.
+
+    Why: after every matmul OpenBLAS's worker threads busy-wait for 2^28 cycles (~0.1 s) on the very
+    cores that the oracle's own threads (``parallel``: weight conversion, softmax) want next; at full
+    size that made a 2-thread conversion as slow as a 1-thread one. 2^16 cycles keeps back-to-back
+    matmuls spinning and frees the cores otherwise. No number changes, only the wall time.
+
+    OpenBLAS reads the variable once, when numpy loads it: call this before the first ``import numpy``
+    of the process. Entry points do (``voxtral-oracle``, the tools run as scripts, the benchmark);
+    importing ``oracle`` does not, so a library user's environment is left alone. A value the user set
+    is kept.
+    """
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", THREAD_TIMEOUT)
+
+
 def forced() -> dict[str, str]:
     """The OPENBLAS_* settings in the environment that override what OpenBLAS would pick itself."""
     return {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}

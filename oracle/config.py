@@ -16,7 +16,7 @@ naming the file and the key.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .errors import OracleError, where
@@ -237,14 +237,9 @@ class ModelConfig:
             ada_dim=ADA_DIM_DEFAULT,
             tied_embeddings=get.bool(cfg, "tie_word_embeddings", default=True),
         )
-        audio = AudioConfig(
-            sampling_rate=16000,
-            frame_rate=12.5,
-            num_mel_bins=get.int(ac, "num_mel_bins", "audio_config"),
-            hop_length=160,
-            window_size=400,
-            global_log_mel_max=1.5,
-        )
+        # config.json carries only the mel bins; the rest of the front end is the feature extractor's
+        # (preprocessor_config.json), whose defaults are the real model's.
+        audio = replace(FULL.audio, num_mel_bins=get.int(ac, "num_mel_bins", "audio_config"))
         out = cls(enc, dec, audio, get.int(cfg, "downsample_factor", default=4))
         out.validate(source)
         return out

@@ -96,7 +96,7 @@ class Context:
         return np.random.default_rng([self.seed, int.from_bytes(hashlib.sha256(case.encode()).digest()[:4], "little")])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CaseSpec:
     name: str
     kind: str  # block | e2e | stream
@@ -125,10 +125,10 @@ def case_rms_norm(ctx: Context) -> CaseSpec:
     def run(i, p):
         w = ctx.ckpt.encoder_layer(0, p)
         return {"rms_norm.out": p.store(rms_norm(p.array(i["rms_norm.x"]), w.attn_norm, e.norm_eps))}
-    return CaseSpec("rms_norm", "block", "RMSNorm x * rsqrt(mean(x^2) + eps) * w of random activations with encoder "
-                    "layer 0's attention_norm weight", "oracle.layers.rms_norm",
-                    lambda: {"rms_norm.x": _x(ctx.rng("rms_norm"), 37, e.dim, scale=3.0)}, {"eps": e.norm_eps},
-                    [("enc_layer", 0)], run)
+    return CaseSpec(name="rms_norm", kind="block", description="RMSNorm x * rsqrt(mean(x^2) + eps) * w of random activations with encoder "
+                    "layer 0's attention_norm weight", oracle_function="oracle.layers.rms_norm",
+                    inputs=lambda: {"rms_norm.x": _x(ctx.rng("rms_norm"), 37, e.dim, scale=3.0)}, params={"eps": e.norm_eps},
+                    weights=[("enc_layer", 0)], run=run)
 
 
 def case_rope(ctx: Context) -> CaseSpec:
@@ -139,11 +139,11 @@ def case_rope(ctx: Context) -> CaseSpec:
         cos, sin = rope_angles(i["rope.positions"], d.head_dim, d.rope_theta, p.angle_dtype)
         x = p.array(i["rope.x"])
         return {"rope.out": p.store(apply_rope(x, p.store(cos.astype(x.dtype)), p.store(sin.astype(x.dtype))))}
-    return CaseSpec("rope", "block", "interleaved RoPE (decoder head dim and theta) at positions up to 20000: "
+    return CaseSpec(name="rope", kind="block", description="interleaved RoPE (decoder head dim and theta) at positions up to 20000: "
                     "angles in float32 drift with position, which the float32 tolerance shows",
-                    "oracle.layers.apply_rope", lambda: {"rope.x": _x(rng, len(pos), d.n_heads, d.head_dim),
+                    oracle_function="oracle.layers.apply_rope", inputs=lambda: {"rope.x": _x(rng, len(pos), d.n_heads, d.head_dim),
                                                  "rope.positions": pos},
-                    {"head_dim": d.head_dim, "theta": d.rope_theta, "pairing": "interleaved"}, [], run)
+                    params={"head_dim": d.head_dim, "theta": d.rope_theta, "pairing": "interleaved"}, weights=[], run=run)
 
 
 def case_swiglu(ctx: Context) -> CaseSpec:
@@ -151,9 +151,9 @@ def case_swiglu(ctx: Context) -> CaseSpec:
     def run(i, p):
         w = ctx.ckpt.encoder_layer(0, p)
         return {"swiglu.out": p.store(swiglu(p.operand(p.array(i["swiglu.x"])), w.w1, w.w3, w.w2, w.b2, operand=p.operand))}
-    return CaseSpec("swiglu", "block", "W2 (SiLU(W1 x) * W3 x) + b2 with encoder layer 0's MLP (the encoder's w2 has a bias)",
-                    "oracle.layers.swiglu", lambda: {"swiglu.x": _x(ctx.rng("swiglu"), 23, e.dim)}, {},
-                    [("enc_layer", 0)], run)
+    return CaseSpec(name="swiglu", kind="block", description="W2 (SiLU(W1 x) * W3 x) + b2 with encoder layer 0's MLP (the encoder's w2 has a bias)",
+                    oracle_function="oracle.layers.swiglu", inputs=lambda: {"swiglu.x": _x(ctx.rng("swiglu"), 23, e.dim)}, params={},
+                    weights=[("enc_layer", 0)], run=run)
 
 
 def case_time_ada(ctx: Context) -> CaseSpec:
@@ -165,11 +165,11 @@ def case_time_ada(ctx: Context) -> CaseSpec:
         scale = layer_ada_scale(t_cond, w, p)
         return {"time_ada.t_cond": t_cond, "time_ada.scale": scale,
                 "time_ada.out": ada_norm(p.array(i["time_ada.h"]), w, scale, d, p)}
-    return CaseSpec("time_ada", "block", f"time embedding of t = {t} delay tokens, decoder layer 0's ADA scale "
+    return CaseSpec(name="time_ada", kind="block", description=f"time embedding of t = {t} delay tokens, decoder layer 0's ADA scale "
                     "1 + W_up GELU(W_down t_cond), and RMSNorm(h; ffn_norm) * scale",
-                    "oracle.decoder.time_condition, layer_ada_scale, ada_norm",
-                    lambda: {"time_ada.h": _x(ctx.rng("time_ada"), 11, d.dim)}, {"t": t, "theta": 10000.0},
-                    [("dec_layer", 0)], run)
+                    oracle_function="oracle.decoder.time_condition, layer_ada_scale, ada_norm",
+                    inputs=lambda: {"time_ada.h": _x(ctx.rng("time_ada"), 11, d.dim)}, params={"t": t, "theta": 10000.0},
+                    weights=[("dec_layer", 0)], run=run)
 
 
 def case_conv_stem(ctx: Context) -> CaseSpec:
@@ -180,10 +180,10 @@ def case_conv_stem(ctx: Context) -> CaseSpec:
         taps = Taps()
         out, _ = conv_stem(p.array(i["conv_stem.mel"]), ctx.ckpt.conv(p), p, tap=taps)
         return {"conv_stem.conv1": taps["enc.conv1.out"], "conv_stem.out": out}
-    return CaseSpec("conv_stem", "block", "causal conv1d 128->De k3 s1 (2 zero frames on the left) + GELU, then "
+    return CaseSpec(name="conv_stem", kind="block", description="causal conv1d 128->De k3 s1 (2 zero frames on the left) + GELU, then "
                     "De->De k3 s2 (1 zero frame on the left) + GELU; outputs [frames, channels]",
-                    "oracle.encoder.conv_stem", lambda: {"conv_stem.mel": mel}, {"left_pad": [2, 1], "stride": [1, 2]},
-                    [("conv", None)], run)
+                    oracle_function="oracle.encoder.conv_stem", inputs=lambda: {"conv_stem.mel": mel}, params={"left_pad": [2, 1], "stride": [1, 2]},
+                    weights=[("conv", None)], run=run)
 
 
 def case_encoder_attention(ctx: Context) -> CaseSpec:
@@ -193,10 +193,10 @@ def case_encoder_attention(ctx: Context) -> CaseSpec:
         w = ctx.ckpt.encoder_layer(0, p)
         out, _ = encoder_attention(p.array(i["encoder_attention.n"]), np.arange(s), w, e, p)
         return {"encoder_attention.out": out}
-    return CaseSpec("encoder_attention", "block", f"encoder layer 0 attention on {s} normed frames at positions 0..{s - 1}: "
+    return CaseSpec(name="encoder_attention", kind="block", description=f"encoder layer 0 attention on {s} normed frames at positions 0..{s - 1}: "
                     f"q/v/o biases, no k bias, RoPE theta {e.rope_theta:g}, window {e.sliding_window} keys including self",
-                    "oracle.encoder.encoder_attention", lambda: {"encoder_attention.n": _x(ctx.rng("encoder_attention"), s, e.dim)},
-                    {"positions": f"0..{s - 1}", "window": e.sliding_window}, [("enc_layer", 0)], run)
+                    oracle_function="oracle.encoder.encoder_attention", inputs=lambda: {"encoder_attention.n": _x(ctx.rng("encoder_attention"), s, e.dim)},
+                    params={"positions": f"0..{s - 1}", "window": e.sliding_window}, weights=[("enc_layer", 0)], run=run)
 
 
 def case_encoder_layer(ctx: Context) -> CaseSpec:
@@ -205,9 +205,9 @@ def case_encoder_layer(ctx: Context) -> CaseSpec:
     def run(i, p):
         out, _ = encoder_layer(p.array(i["encoder_layer.x"]), np.arange(s), ctx.ckpt.encoder_layer(0, p), e, p)
         return {"encoder_layer.out": out}
-    return CaseSpec("encoder_layer", "block", "encoder layer 0: pre-norm attention + residual, pre-norm SwiGLU + residual",
-                    "oracle.encoder.encoder_layer", lambda: {"encoder_layer.x": _x(ctx.rng("encoder_layer"), s, e.dim)},
-                    {"positions": f"0..{s - 1}"}, [("enc_layer", 0)], run)
+    return CaseSpec(name="encoder_layer", kind="block", description="encoder layer 0: pre-norm attention + residual, pre-norm SwiGLU + residual",
+                    oracle_function="oracle.encoder.encoder_layer", inputs=lambda: {"encoder_layer.x": _x(ctx.rng("encoder_layer"), s, e.dim)},
+                    params={"positions": f"0..{s - 1}"}, weights=[("enc_layer", 0)], run=run)
 
 
 def case_encoder_stack(ctx: Context) -> CaseSpec:
@@ -220,19 +220,19 @@ def case_encoder_stack(ctx: Context) -> CaseSpec:
             outs[f"encoder_stack.L{layer:02d}"] = x
         outs["encoder_stack.out"] = encoder_norm(x, ctx.ckpt.encoder_norm(p), e, p)
         return outs
-    return CaseSpec("encoder_stack", "block", f"all {e.n_layers} encoder layers and the final norm",
-                    "oracle.encoder.encoder_layer, encoder_norm", lambda: {"encoder_stack.x": _x(ctx.rng("encoder_stack"), s, e.dim)},
-                    {"positions": f"0..{s - 1}"}, [("enc_layer", i) for i in range(e.n_layers)] + [("enc_norm", None)], run)
+    return CaseSpec(name="encoder_stack", kind="block", description=f"all {e.n_layers} encoder layers and the final norm",
+                    oracle_function="oracle.encoder.encoder_layer, encoder_norm", inputs=lambda: {"encoder_stack.x": _x(ctx.rng("encoder_stack"), s, e.dim)},
+                    params={"positions": f"0..{s - 1}"}, weights=[("enc_layer", i) for i in range(e.n_layers)] + [("enc_norm", None)], run=run)
 
 
 def case_projector(ctx: Context) -> CaseSpec:
     c = ctx.ckpt.config
     def run(i, p):
         return {"projector.out": adapter(p.array(i["projector.enc"]), ctx.ckpt.adapter(p), c.downsample_factor, p)}
-    return CaseSpec("projector", "block", f"group {c.downsample_factor} consecutive encoder frames (row p = frames 4p..4p+3), "
-                    "then W_out GELU(W_in x), no biases", "oracle.adapter.adapter",
-                    lambda: {"projector.enc": _x(ctx.rng("adapter"), 4 * 9, c.encoder.dim)}, {"factor": c.downsample_factor},
-                    [("adapter", None)], run)
+    return CaseSpec(name="projector", kind="block", description=f"group {c.downsample_factor} consecutive encoder frames (row p = frames 4p..4p+3), "
+                    "then W_out GELU(W_in x), no biases", oracle_function="oracle.adapter.adapter",
+                    inputs=lambda: {"projector.enc": _x(ctx.rng("adapter"), 4 * 9, c.encoder.dim)}, params={"factor": c.downsample_factor},
+                    weights=[("adapter", None)], run=run)
 
 
 def case_token_embedding(ctx: Context) -> CaseSpec:
@@ -240,9 +240,9 @@ def case_token_embedding(ctx: Context) -> CaseSpec:
     ids = np.concatenate([[1, 2, 32, 33], ctx.rng("token_embedding").integers(1000, v, 12)]).astype(np.int64)
     def run(i, p):
         return {"token_embedding.out": p.store(ctx.ckpt.embedding_rows(i["token_embedding.ids"], p))}
-    return CaseSpec("token_embedding", "block", "rows of the token embedding (BOS, EOS, STREAMING_PAD, STREAMING_WORD, text ids)",
-                    "oracle.checkpoint.Checkpoint.embedding_rows", lambda: {"token_embedding.ids": ids}, {},
-                    [("embedding", None)], run)
+    return CaseSpec(name="token_embedding", kind="block", description="rows of the token embedding (BOS, EOS, STREAMING_PAD, STREAMING_WORD, text ids)",
+                    oracle_function="oracle.checkpoint.Checkpoint.embedding_rows", inputs=lambda: {"token_embedding.ids": ids}, params={},
+                    weights=[("embedding", None)], run=run)
 
 
 def case_decoder_attention(ctx: Context) -> CaseSpec:
@@ -252,11 +252,11 @@ def case_decoder_attention(ctx: Context) -> CaseSpec:
     def run(i, p):
         out, _ = decoder_attention(p.array(i["decoder_attention.n"]), pos, ctx.ckpt.decoder_layer(0, p), d, p)
         return {"decoder_attention.out": out}
-    return CaseSpec("decoder_attention", "block", f"decoder layer 0 GQA ({d.n_heads} query / {d.n_kv_heads} kv heads, "
+    return CaseSpec(name="decoder_attention", kind="block", description=f"decoder layer 0 GQA ({d.n_heads} query / {d.n_kv_heads} kv heads, "
                     f"head h reads kv head h // {d.n_heads // d.n_kv_heads}), RoPE theta {d.rope_theta:g}, "
                     f"window {d.sliding_window}, no biases, positions {pos[0]}..{pos[-1]}",
-                    "oracle.decoder.decoder_attention", lambda: {"decoder_attention.n": _x(ctx.rng("decoder_attention"), n, d.dim)},
-                    {"positions": f"{pos[0]}..{pos[-1]}", "window": d.sliding_window}, [("dec_layer", 0)], run)
+                    oracle_function="oracle.decoder.decoder_attention", inputs=lambda: {"decoder_attention.n": _x(ctx.rng("decoder_attention"), n, d.dim)},
+                    params={"positions": f"{pos[0]}..{pos[-1]}", "window": d.sliding_window}, weights=[("dec_layer", 0)], run=run)
 
 
 def case_decoder_layer(ctx: Context) -> CaseSpec:
@@ -268,9 +268,9 @@ def case_decoder_layer(ctx: Context) -> CaseSpec:
         out, _ = decoder_layer(p.array(i["decoder_layer.x"]), np.arange(n), w,
                                layer_ada_scale(time_condition(t, d, p), w, p), d, p)
         return {"decoder_layer.out": out}
-    return CaseSpec("decoder_layer", "block", f"decoder layer 0 with ADA conditioning on t = {t}",
-                    "oracle.decoder.decoder_layer", lambda: {"decoder_layer.x": _x(ctx.rng("decoder_layer"), n, d.dim)},
-                    {"t": t, "positions": f"0..{n - 1}"}, [("dec_layer", 0)], run)
+    return CaseSpec(name="decoder_layer", kind="block", description=f"decoder layer 0 with ADA conditioning on t = {t}",
+                    oracle_function="oracle.decoder.decoder_layer", inputs=lambda: {"decoder_layer.x": _x(ctx.rng("decoder_layer"), n, d.dim)},
+                    params={"t": t, "positions": f"0..{n - 1}"}, weights=[("dec_layer", 0)], run=run)
 
 
 def case_decoder_stack(ctx: Context) -> CaseSpec:
@@ -286,19 +286,19 @@ def case_decoder_stack(ctx: Context) -> CaseSpec:
             outs[f"decoder_stack.L{layer:02d}"] = x
         outs["decoder_stack.norm"] = final_norm(x, ctx.ckpt.decoder_norm(p), d, p)
         return outs
-    return CaseSpec("decoder_stack", "block", f"all {d.n_layers} decoder layers (t = {t}) and the final norm",
-                    "oracle.decoder.decoder_layer, final_norm", lambda: {"decoder_stack.x": _x(ctx.rng("decoder_stack"), n, d.dim)},
-                    {"t": t, "positions": f"0..{n - 1}"},
-                    [("dec_layer", i) for i in range(d.n_layers)] + [("dec_norm", None)], run)
+    return CaseSpec(name="decoder_stack", kind="block", description=f"all {d.n_layers} decoder layers (t = {t}) and the final norm",
+                    oracle_function="oracle.decoder.decoder_layer, final_norm", inputs=lambda: {"decoder_stack.x": _x(ctx.rng("decoder_stack"), n, d.dim)},
+                    params={"t": t, "positions": f"0..{n - 1}"},
+                    weights=[("dec_layer", i) for i in range(d.n_layers)] + [("dec_norm", None)], run=run)
 
 
 def case_lm_head(ctx: Context) -> CaseSpec:
     d = ctx.ckpt.config.decoder
     def run(i, p):
         return {"lm_head.logits": lm_head(p.array(i["lm_head.h"]), lambda r: ctx.ckpt.embedding_rows(r, p), d.vocab_size, p)}
-    return CaseSpec("lm_head", "block", "logits = h @ Emb.T over the tied token embedding",
-                    "oracle.decoder.lm_head", lambda: {"lm_head.h": _x(ctx.rng("lm_head"), 5, d.dim)}, {},
-                    [("embedding", None)], run)
+    return CaseSpec(name="lm_head", kind="block", description="logits = h @ Emb.T over the tied token embedding",
+                    oracle_function="oracle.decoder.lm_head", inputs=lambda: {"lm_head.h": _x(ctx.rng("lm_head"), 5, d.dim)}, params={},
+                    weights=[("embedding", None)], run=run)
 
 
 def _e2e_names(cfg) -> list[str]:
@@ -329,7 +329,7 @@ def case_e2e(ctx: Context) -> CaseSpec:
         return {"audio": ctx.audio, "tokens_in": fed.astype(np.int64)}
 
     def run(i, p):
-        mel = log_mel(proto.pad_offline(i["audio"]).astype(p.dtype), p.dtype, floor=ctx.mel_floor)
+        mel = log_mel(proto.pad_offline(i["audio"]).astype(p.dtype), p.dtype, audio=cfg.audio, floor=ctx.mel_floor)
         taps = Taps(*names)
         audio = audio_embeddings(ctx.ckpt, mel, p, tap=taps, variant=ctx.variant)
         # A faulty front end (fault catalogue) can give another number of positions than tokens_in has:
@@ -345,16 +345,16 @@ def case_e2e(ctx: Context) -> CaseSpec:
         steps = len(outs["tokens"])
         return {"tokens.margin": _margins(outs["logits"][n_prompt - 1: n_prompt - 1 + steps])}
 
-    return CaseSpec("e2e", "e2e", "offline pipeline: audio -> pad (32 tokens left; alignment + delay + 11 tokens right) "
+    return CaseSpec(name="e2e", kind="e2e", description="offline pipeline: audio -> pad (32 tokens left; alignment + delay + 11 tokens right) "
                     "-> log-mel -> conv stem -> encoder -> adapter -> A[p] + Emb[tokens_in[p]] -> decoder -> logits "
                     "(teacher-forced on tokens_in = prompt + golden tokens); tokens = greedy generation (HF generate schedule)",
-                    "oracle.forward.forward, oracle.streaming.generate_offline",
-                    inputs,
-                    {"delay_ms": proto.delay_ms, "delay_tokens": proto.delay_tokens, "prompt_length": n_prompt,
+                    oracle_function="oracle.forward.forward, oracle.streaming.generate_offline",
+                    inputs=inputs,
+                    params={"delay_ms": proto.delay_ms, "delay_tokens": proto.delay_tokens, "prompt_length": n_prompt,
                      "encoder_window": cfg.encoder.sliding_window, "decoder_window": cfg.decoder.sliding_window,
                      "left_pad_samples": proto.left_pad_samples, "right_pad_samples": proto.right_pad_samples(len(ctx.audio)),
                      "prompt": [int(t) for t in proto.prompt]},
-                    [("all", None)], run, token_outputs=("tokens",), margins=margins)
+                    weights=[("all", None)], run=run, token_outputs=("tokens",), margins=margins)
 
 
 def case_stream(ctx: Context) -> CaseSpec:
@@ -389,12 +389,12 @@ def case_stream(ctx: Context) -> CaseSpec:
         same = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
         return {"stream.logits": n_prompt + same}
 
-    return CaseSpec("stream", "stream", f"streaming session, {ctx.framing} framing, audio fed in chunks of {STREAM_CHUNK} "
+    return CaseSpec(name="stream", kind="stream", description=f"streaming session, {ctx.framing} framing, audio fed in chunks of {STREAM_CHUNK} "
                     "samples then finish(): tokens, the feed index that emitted each, every position's logits "
                     "(fed its own greedy tokens), and the cache lengths (layer 0) after each feed",
-                    "oracle.streaming.StreamingSession", lambda: {"audio": ctx.audio},
-                    {"chunk_samples": STREAM_CHUNK, "framing": ctx.framing, "delay_ms": proto.delay_ms},
-                    [("all", None)], run, token_outputs=("stream.tokens",),
+                    oracle_function="oracle.streaming.StreamingSession", inputs=lambda: {"audio": ctx.audio},
+                    params={"chunk_samples": STREAM_CHUNK, "framing": ctx.framing, "delay_ms": proto.delay_ms},
+                    weights=[("all", None)], run=run, token_outputs=("stream.tokens",),
                     int_outputs=("stream.emitted_at", "stream.enc_cache_len", "stream.dec_cache_len"),
                     margins=margins, prefix_of=prefix,
                     rows_follow={"stream.logits": {"tokens": "stream.tokens", "offset": n_prompt}})

@@ -1,8 +1,8 @@
 """Log-mel front end: 16 kHz waveform -> [128, T] features, exactly the reference recipe.
 
-Shape legend
+Shape legend (numbers of the real model)
     L   samples (16 kHz mono)
-    T   mel frames (100 Hz; T = floor(L/160) for the centred offline STFT)
+    T   mel frames (100 Hz; T = floor(L/hop) = floor(L/160) for the centred offline STFT)
     F   frequency bins = n_fft//2 + 1 = 201
     M   mel bins = 128
     N   window length = n_fft = 400
@@ -15,6 +15,11 @@ vLLM ``compute_whisper_melspec``, MC ``mistral_common.audio.mel_filter_bank``):
     P      = |X|^2, last frame dropped                                        [F, T]
     mel    = bank^T P, bank = Slaney mel filters 0..8 kHz (float64, then cast) [M, T]
     y      = (max(log10(max(mel, 1e-10)), global_log_mel_max - 8) + 4) / 4     [M, T]
+
+The numbers (hop, window = n_fft, mel bins, sampling rate, global log-mel max) are the checkpoint's
+``AudioConfig`` (params.json ``audio_encoding_args``, read in ``oracle.config``): every function takes
+``audio=`` and the pipeline passes the loaded checkpoint's; the default is the real model's
+(``REFERENCE_AUDIO``), which is what a notebook or a test without a checkpoint means.
 
 Each step is its own public function (``hann_window``, ``mel_filter_bank``, ``stft_power``,
 ``apply_mel``, ``normalize_log_mel``) so a notebook can run them one at a time; ``log_mel`` composes
@@ -38,14 +43,13 @@ import functools
 
 import numpy as np
 
+from oracle.config import FULL, AudioConfig
 from oracle.errors import OracleError
 
-SAMPLING_RATE = 16000
-N_FFT = 400  # window length too: no zero padding to 512 (MODEL.md §11 (other traps))
-HOP = 160
-N_FREQ = N_FFT // 2 + 1  # F = 201
-N_MELS = 128  # M
-GLOBAL_LOG_MEL_MAX = 1.5  # params.json; the floor is 1.5 - 8 = -6.5
+# The real model's front end: hop 160, window = n_fft 400 (no zero padding to 512, MODEL.md §11 "Other
+# traps"), 128 mel bins, 16 kHz, global log-mel max 1.5 (floor 1.5 - 8 = -6.5). Its home is oracle.config.
+REFERENCE_AUDIO = FULL.audio
+FMIN = 0.0  # Hz; the bank runs from 0 to the Nyquist frequency, sampling_rate / 2 (8 kHz)
 FLOORS = ("global", "utterance")
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -57,17 +61,22 @@ def _check_dtype(dtype) -> np.dtype:
     return dtype
 
 
-def n_mel_frames(n_samples: int) -> int:
-    """Mel frames of the centred offline STFT of L samples: floor(L/160).
+def freq_bins(audio: AudioConfig = REFERENCE_AUDIO) -> int:
+    """F = n_fft // 2 + 1 one-sided STFT bins (201); n_fft is the window length."""
+    return audio.window_size // 2 + 1
+
+
+def n_mel_frames(n_samples: int, audio: AudioConfig = REFERENCE_AUDIO) -> int:
+    """Mel frames of the centred offline STFT of L samples: floor(L/hop) = floor(L/160).
 
     torch.stft(center=True) gives 1 + floor(L/160) frames and the reference drops the last one
     (``stft[..., :-1]``); MC's ``num_audio_tokens`` counts the same way.
     """
     assert n_samples >= 0, n_samples
-    return int(n_samples) // HOP
+    return int(n_samples) // audio.hop_length
 
 
-def hann_window(n: int = N_FFT, dtype=np.float64) -> np.ndarray:
+def hann_window(n: int = REFERENCE_AUDIO.window_size, dtype=np.float64) -> np.ndarray:
     """Periodic Hann window w[k] = 0.5 - 0.5 cos(2 pi k / n), k = 0..n-1.  -> [n]
 
     Periodic (denominator n, not n-1) is torch.hann_window's default, which the reference uses.
@@ -99,11 +108,11 @@ def _cached_bank(n_freq, n_mels, sampling_rate, fmin, fmax) -> np.ndarray:
 
 
 def mel_filter_bank(
-    n_freq: int = N_FREQ,
-    n_mels: int = N_MELS,
-    sampling_rate: int = SAMPLING_RATE,
-    fmin: float = 0.0,
-    fmax: float = 8000.0,
+    n_freq: int = freq_bins(),
+    n_mels: int = REFERENCE_AUDIO.num_mel_bins,
+    sampling_rate: int = REFERENCE_AUDIO.sampling_rate,
+    fmin: float = FMIN,
+    fmax: float = REFERENCE_AUDIO.sampling_rate / 2,
 ) -> np.ndarray:
     """Slaney mel filter bank with Slaney area normalisation.  -> [F, M] float64
 
@@ -134,7 +143,8 @@ def _frames(x: np.ndarray, n: int, hop: int) -> np.ndarray:
     return view[::hop]  # [1 + (L-n)//hop, n]
 
 
-def stft_power(x: np.ndarray, dtype=np.float64, center: bool = True) -> np.ndarray:
+def stft_power(x: np.ndarray, dtype=np.float64, center: bool = True, *,
+               audio: AudioConfig = REFERENCE_AUDIO) -> np.ndarray:
     """Power spectrogram |X|^2 of the 400-point, hop-160, periodic-Hann STFT.  [L] -> [F, T]
 
     center=True (offline): pad 200 reflected samples on each side (torch.stft center=True,
@@ -154,17 +164,18 @@ def stft_power(x: np.ndarray, dtype=np.float64, center: bool = True) -> np.ndarr
     assert x.dtype.kind == "f", f"mel: expected a float waveform, got {x.dtype}"
     x = x.astype(dtype, copy=False)
     L = x.shape[0]
+    n_fft, hop = audio.window_size, audio.hop_length
     if center:
-        if L <= N_FFT // 2:
+        if L <= n_fft // 2:
             raise OracleError(
                 f"mel: a signal of {L} samples is too short for the centred STFT "
-                f"(reflect padding of {N_FFT // 2} needs at least {N_FFT // 2 + 1} samples)"
+                f"(reflect padding of {n_fft // 2} needs at least {n_fft // 2 + 1} samples)"
             )
-        x = np.pad(x, N_FFT // 2, mode="reflect")  # [L + 400]; torch's reflect excludes the edge sample
-    elif L < N_FFT:
-        raise OracleError(f"mel: a window of {L} samples holds no full {N_FFT}-sample STFT frame")
-    frames = _frames(x, N_FFT, HOP) * hann_window(N_FFT, dtype)  # [T(+1), N]
-    spec = np.fft.rfft(frames, n=N_FFT, axis=-1)  # [T(+1), F]; complex64 for float32 (NumPy >= 2)
+        x = np.pad(x, n_fft // 2, mode="reflect")  # [L + 400]; torch's reflect excludes the edge sample
+    elif L < n_fft:
+        raise OracleError(f"mel: a window of {L} samples holds no full {n_fft}-sample STFT frame")
+    frames = _frames(x, n_fft, hop) * hann_window(n_fft, dtype)  # [T(+1), N]
+    spec = np.fft.rfft(frames, n=n_fft, axis=-1)  # [T(+1), F]; complex64 for float32 (NumPy >= 2)
     # |X|^2 as the reference writes it (``stft.abs() ** 2``): magnitude first, then square.
     power = (np.abs(spec) ** 2).T  # [F, T(+1)]
     if power.dtype != dtype:
@@ -174,31 +185,32 @@ def stft_power(x: np.ndarray, dtype=np.float64, center: bool = True) -> np.ndarr
     if center:
         power = power[:, :-1]  # drop the last frame: T = floor(L/160)
     assert power.dtype == dtype, f"mel: FFT left the working dtype ({power.dtype} != {dtype})"
-    assert power.shape == (N_FREQ, n_mel_frames(L) if center else 1 + (L - N_FFT) // HOP)
+    assert power.shape == (freq_bins(audio), n_mel_frames(L, audio) if center else 1 + (L - n_fft) // hop)
     return power
 
 
-def apply_mel(power: np.ndarray) -> np.ndarray:
+def apply_mel(power: np.ndarray, *, audio: AudioConfig = REFERENCE_AUDIO) -> np.ndarray:
     """Mel energies bank^T P in the dtype of ``power``.  [F, T] -> [M, T]
 
     The float64 bank is rounded to the working dtype first, as HF does
     (``torch.from_numpy(self.mel_filters).to(device, torch.float32)``).
     """
-    assert power.ndim == 2 and power.shape[0] == N_FREQ, power.shape
+    assert power.ndim == 2 and power.shape[0] == freq_bins(audio), power.shape
     dtype = _check_dtype(power.dtype)
-    bank = _cached_bank(N_FREQ, N_MELS, SAMPLING_RATE, 0.0, 8000.0).astype(dtype)  # [F, M], built once
+    sr, n_mels = audio.sampling_rate, audio.num_mel_bins
+    bank = _cached_bank(freq_bins(audio), n_mels, sr, FMIN, sr / 2).astype(dtype)  # [F, M], built once
     mel = bank.T @ power  # [M, T]
-    assert mel.shape == (N_MELS, power.shape[1]) and mel.dtype == dtype
+    assert mel.shape == (n_mels, power.shape[1]) and mel.dtype == dtype
     return mel
 
 
 def normalize_log_mel(
-    mel: np.ndarray, *, global_log_mel_max: float = GLOBAL_LOG_MEL_MAX, floor: str = "global"
+    mel: np.ndarray, *, global_log_mel_max: float = REFERENCE_AUDIO.global_log_mel_max, floor: str = "global"
 ) -> np.ndarray:
     """(max(log10(max(mel, 1e-10)), ceiling - 8) + 4) / 4 in the dtype of ``mel``.  [M, T] -> [M, T]
 
-    floor="global" (the reference): ceiling = global_log_mel_max = 1.5 from params.json, so the floor
-    is the constant -6.5 and silence maps to exactly -0.625. Only a lower clamp; no upper clamp.
+    floor="global" (the reference): ceiling = global_log_mel_max (1.5 in the real params.json), so the
+    floor is the constant -6.5 and silence maps to exactly -0.625. Only a lower clamp; no upper clamp.
 
     floor="utterance" is a known porting MISTAKE (MODEL.md §11.3), kept so a fault catalogue
     can inject it: Whisper's ``max(log_spec, log_spec.max() - 8)`` uses the utterance's own maximum
@@ -225,10 +237,13 @@ def log_mel(
     dtype=np.float64,
     *,
     center: bool = True,
-    global_log_mel_max: float = GLOBAL_LOG_MEL_MAX,
+    audio: AudioConfig = REFERENCE_AUDIO,
     floor: str = "global",
 ) -> np.ndarray:
     """The model's input features for a 16 kHz mono waveform.  [L] -> [M, T], T = floor(L/160)
+
+    ``audio`` is the checkpoint's front end (hop, window, mel bins, global log-mel max); the default is
+    the real model's.
 
     ``stft_power`` -> ``apply_mel`` -> ``normalize_log_mel``, all in ``dtype``. With center=False the
     frames are those of ``stft_power(center=False)`` (windows fully inside x). Equals HF's
@@ -236,7 +251,7 @@ def log_mel(
     FFT rounding. The input is not quantized: int16 quantization of the offline reference paths is
     ``oracle.audio.quantize_int16`` (MODEL.md §2.1, §11.8).
     """
-    power = stft_power(x, dtype, center=center)  # [F, T]
-    out = normalize_log_mel(apply_mel(power), global_log_mel_max=global_log_mel_max, floor=floor)
-    assert out.shape == (N_MELS, power.shape[1]) and out.dtype == np.dtype(dtype)
+    power = stft_power(x, dtype, center=center, audio=audio)  # [F, T]
+    out = normalize_log_mel(apply_mel(power, audio=audio), global_log_mel_max=audio.global_log_mel_max, floor=floor)
+    assert out.shape == (audio.num_mel_bins, power.shape[1]) and out.dtype == np.dtype(dtype)
     return out

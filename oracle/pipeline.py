@@ -48,7 +48,7 @@ def load_setup(ckpt_dir: str | Path, delay_ms: int | None = None) -> Setup:
 def offline_mel(audio: np.ndarray, proto: Protocol, p: Precision, quantize: bool = True) -> np.ndarray:
     """The offline features: optional int16 quantization, padding, log-mel in the policy's dtype. -> [M, 8N]"""
     x = quantize_int16(audio) if quantize else audio
-    return log_mel(proto.pad_offline(x).astype(p.dtype), p.dtype)
+    return log_mel(proto.pad_offline(x).astype(p.dtype), p.dtype, audio=proto.audio)
 
 
 def offline_tokens(setup: Setup, audio: np.ndarray, p: Precision, quantize: bool = True, tap=None,

@@ -19,13 +19,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import ModelConfig
+from .config import AudioConfig, ModelConfig
 from .errors import OracleError
+from .tokenizer import OFFLINE_STREAMING_BUFFER_TOKENS, STANDARD_SPECIAL_TOKENS, StreamingAudioConfig
 
-BOS, EOS, STREAMING_PAD, STREAMING_WORD = 1, 2, 32, 33
-LEFT_PAD_TOKENS = 32  # tekken audio.streaming_n_left_pad_tokens
-OFFLINE_STREAMING_BUFFER_TOKENS = 10  # MC: a maximum word length of extra right pad
-DEFAULT_DELAY_MS = 480
+# Ids of the standard special-token list (MODEL.md §6.1): 1, 2, 32, 33. A loaded tekken.json overrides them.
+BOS, EOS, STREAMING_PAD, STREAMING_WORD = (STANDARD_SPECIAL_TOKENS.index(name) for name in
+                                           ("<s>", "</s>", "[STREAMING_PAD]", "[STREAMING_WORD]"))
+# Without a tekken.json: the defaults of its "audio" section (MODEL.md §6.2), 32 tokens and 480 ms.
+LEFT_PAD_TOKENS = StreamingAudioConfig.streaming_n_left_pad_tokens
+DEFAULT_DELAY_MS = int(StreamingAudioConfig.transcription_delay_ms)
 # The model card / vLLM recipe: 80..1200 ms in 80 ms steps, plus 2400 ms (t in {1..15, 30}).
 SUPPORTED_DELAYS_MS = tuple(range(80, 1201, 80)) + (2400,)
 
@@ -36,6 +39,7 @@ class Protocol:
     delay_tokens: int  # n_delay = t
     left_pad_tokens: int
     samples_per_token: int  # 1280
+    audio: AudioConfig  # the checkpoint's front end: how the padded stream becomes mel frames (oracle.mel)
     bos: int = BOS
     pad: int = STREAMING_PAD
     eos: int = EOS
@@ -81,8 +85,9 @@ class Protocol:
         return (self.left_pad_samples + n_samples + self.right_pad_samples(n_samples)) // self.samples_per_token
 
 
-def delay_tokens_for(delay_ms, samples_per_token_ms: float = 80.0) -> int:
-    """delay in ms -> n_delay tokens; anything but a supported delay is one clear error."""
+def delay_tokens_for(delay_ms, samples_per_token_ms: float) -> int:
+    """delay in ms -> n_delay tokens (a token is 80 ms: ``ModelConfig.samples_per_token`` samples);
+    anything but a supported delay is one clear error."""
     try:
         ms = float(delay_ms)
     except (TypeError, ValueError):
@@ -107,5 +112,5 @@ def make_protocol(cfg: ModelConfig, delay_ms: int | None = None, tekken=None) ->
         if tekken.streaming_pad_id is not None:
             ids["pad"] = tekken.streaming_pad_id
     n_delay = delay_tokens_for(delay_ms, token_ms)
-    return Protocol(delay_ms=int(float(delay_ms)), delay_tokens=n_delay,
-                    left_pad_tokens=int(left), samples_per_token=cfg.samples_per_token, **ids)
+    return Protocol(delay_ms=int(float(delay_ms)), delay_tokens=n_delay, left_pad_tokens=int(left),
+                    samples_per_token=cfg.samples_per_token, audio=cfg.audio, **ids)

@@ -43,8 +43,6 @@ from .protocol import Protocol
 from .taps import no_tap
 from .variant import REFERENCE, Variant
 
-HOP = 160
-N_FFT = 400
 VLLM_LOOK_BACK = 840  # samples before the token's span (52.5 ms)
 VLLM_LOOK_AHEAD = 40  # samples after it (2.5 ms)
 FRAMINGS = ("offline", "vllm")
@@ -329,21 +327,26 @@ class StreamingSession:
 
     def _offline_window(self, p: int) -> tuple[int, int]:
         """Samples token p's mel frames 8p..8p+7 read: centres 160·m ± 200, i.e. [1280p − 200, 1280p + 1320)."""
-        start = self.proto.samples_per_token * p - N_FFT // 2
-        return start, start + (self.model.config.mel_frames_per_token - 1) * HOP + N_FFT
+        c = self.model.config
+        start = self.proto.samples_per_token * p - c.audio.window_size // 2
+        return start, start + (c.mel_frames_per_token - 1) * c.audio.hop_length + c.audio.window_size
+
+    def _mel(self, window: np.ndarray, center: bool) -> np.ndarray:
+        """Log-mel of a slice of the padded stream, with the checkpoint's front end.  [L] -> [M, T]"""
+        dtype = self.model.p.dtype
+        return log_mel(window.astype(dtype), dtype, center=center, audio=self.model.config.audio)
 
     def _encode_offline(self, p: int) -> None:
         spt = self.proto.samples_per_token
         window = self._window(*self._offline_window(p))
-        mel = log_mel(window.astype(self.model.p.dtype), self.model.p.dtype, center=False)  # [M, 8]
+        mel = self._mel(window, center=False)  # [M, 8]
         self.tap("mel", mel, axis=1)
         a, self.enc = encoder_step(self.model, mel, self.enc, tap=self.tap)
-        self._forget_before(spt * (p + 1) - N_FFT // 2)
+        self._forget_before(spt * (p + 1) - self.model.config.audio.window_size // 2)
         self._queue(a)
 
     def _encode_vllm_first(self, end: int) -> None:
-        window = self._window(0, end)
-        mel = log_mel(window.astype(self.model.p.dtype), self.model.p.dtype, center=True)
+        mel = self._mel(self._window(0, end), center=True)
         usable = mel.shape[1] - mel.shape[1] % self.model.config.mel_frames_per_token
         mel = mel[:, :usable]
         self.tap("mel", mel, axis=1)
@@ -353,8 +356,7 @@ class StreamingSession:
     def _encode_vllm_step(self, p: int) -> None:
         spt, c = self.proto.samples_per_token, self.model.config
         s = spt * p
-        window = self._window(s - VLLM_LOOK_BACK, s + spt + VLLM_LOOK_AHEAD)
-        mel = log_mel(window.astype(self.model.p.dtype), self.model.p.dtype, center=True)
+        mel = self._mel(self._window(s - VLLM_LOOK_BACK, s + spt + VLLM_LOOK_AHEAD), center=True)
         if mel.shape[1] % 2:  # vLLM drops the left-most frame of an odd count
             mel = mel[:, 1:]
         self.tap("mel", mel[:, -c.mel_frames_per_token:], axis=1)

@@ -35,6 +35,7 @@ import numpy as np
 from .checkpoint import write_safetensors
 from .config import FULL, TINY, ModelConfig
 from .precision import BF16
+from .synth_tekken import write_tekken
 from .weights import TensorSpec, expected
 
 BLOCK_ELEMENTS = 1 << 23  # rows generated per block: ~32 MB of float32, bounds peak memory
@@ -125,8 +126,6 @@ def size_config(size: str, params: dict | None = None, source="params.json") -> 
 
 def write_checkpoint(out_dir: str | Path, cfg: ModelConfig, seed: int = 0, progress=None) -> Path:
     """Write params.json, consolidated.safetensors and tekken.json; byte-identical for the same inputs."""
-    from .tokenizer import write_tekken
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "params.json").write_text(json.dumps(cfg.to_params(), indent=2) + "\n")

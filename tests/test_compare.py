@@ -82,6 +82,11 @@ def golden_cases() -> list[dict]:
     ]
 
 
+def case_dir(root: Path, name: str) -> Path:
+    """A case's directory, found by name through the set's index.json (never by its number)."""
+    index = json.loads((root / "index.json").read_text())
+    return root / next(c["dir"] for c in index["cases"] if c["name"] == name)
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -169,7 +174,7 @@ def test_schemas_are_valid_and_accept_the_test_set(gdir):
 def test_schemas_reject_what_compare_rejects(gdir):
     schema = json.loads((SCHEMAS / "manifest.schema.json").read_text())
     v = jsonschema.Draft202012Validator(schema)
-    m = json.loads((gdir / "03_decode" / "manifest.json").read_text())
+    m = json.loads((case_dir(gdir, "decode") / "manifest.json").read_text())
     bad = json.loads(json.dumps(m))
     del bad["outputs"]["logits"]["tolerance"]  # a float output without tolerances
     assert not v.is_valid(bad)
@@ -438,29 +443,29 @@ def test_shape_hints(golden_shape, cand_shape, hint):
 
 def test_tampered_tensors_file_is_structural(tmp_path):
     gdir = write_golden_set(tmp_path / "g")
-    f = gdir / "02_encoder" / "tensors.safetensors"
+    f = case_dir(gdir, "encoder") / "tensors.safetensors"
     raw = bytearray(f.read_bytes())
     raw[-3] ^= 0x01
     f.write_bytes(bytes(raw))
     with pytest.raises(OracleError) as e:
         load_golden(gdir)
     assert e.value.exit_code == 2
-    assert "02_encoder/tensors.safetensors: sha256 mismatch" in str(e.value)
+    assert f"{f.parent.name}/tensors.safetensors: sha256 mismatch" in str(e.value)
 
 
 def test_tampered_manifest_is_structural(tmp_path):
     gdir = write_golden_set(tmp_path / "g")
-    f = gdir / "03_decode" / "manifest.json"
+    f = case_dir(gdir, "decode") / "manifest.json"
     f.write_text(f.read_text().replace('"atol": 0.001', '"atol": 0.002'))
     with pytest.raises(OracleError) as e:
         load_golden(gdir)
-    assert e.value.exit_code == 2 and "03_decode/manifest.json: sha256 mismatch" in str(e.value)
+    assert e.value.exit_code == 2 and f"{f.parent.name}/manifest.json: sha256 mismatch" in str(e.value)
 
 
 def test_manifest_disagreeing_with_its_tensors_is_structural(tmp_path):
     cases = golden_cases()
     gdir = write_golden_set(tmp_path / "g", cases)
-    f = gdir / "01_rms_norm" / "manifest.json"
+    f = case_dir(gdir, "rms_norm") / "manifest.json"
     m = json.loads(f.read_text())
     m["outputs"]["rms_norm.out"]["shape"] = [8, 6]
     f.write_text(json.dumps(m))
@@ -503,7 +508,7 @@ def test_forward_refuses_what_compare_refuses(tmp_path, capsys):
 
 
 def test_single_case_directory(gdir):
-    g = load_golden(gdir / "02_encoder")
+    g = load_golden(case_dir(gdir, "encoder"))
     assert [c.name for c in g.cases] == ["encoder"]
     cand = {k: v for k, v in golden_outputs().items() if k.startswith("enc.")}
     assert compare(g, cand).exit_code == 0
@@ -761,10 +766,11 @@ def test_cli_exit_codes_and_verdict_line(gdir, tmp_path, capsys):
 def test_cli_golden_checksum_error_is_exit_2(tmp_path, capsys):
     gdir = write_golden_set(tmp_path / "g")
     good = _write_candidate(tmp_path / "good.safetensors", golden_outputs())
-    (gdir / "01_rms_norm" / "tensors.safetensors").write_bytes(b"\0" * 64)
+    bad = case_dir(gdir, "rms_norm")
+    (bad / "tensors.safetensors").write_bytes(b"\0" * 64)
     rc = main(["compare", str(gdir), str(good)])
     out, err = capsys.readouterr()
-    assert rc == 2 and "01_rms_norm/tensors.safetensors: sha256 mismatch" in err
+    assert rc == 2 and f"{bad.name}/tensors.safetensors: sha256 mismatch" in err
 
 
 def test_runs_as_a_script(gdir, tmp_path):

@@ -31,6 +31,12 @@ from hf_reference import build_hf_model, hf_intermediates
 COMMITTED = Path(__file__).parents[1] / "golden" / "tiny_goldens"
 
 
+def case_dir(root: Path, name: str) -> Path:
+    """A case's directory, found by name through the set's index.json (never by its number)."""
+    index = json.loads((root / "index.json").read_text())
+    return root / next(c["dir"] for c in index["cases"] if c["name"] == name)
+
+
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory):
     out = tmp_path_factory.mktemp("golden") / "set"
@@ -45,8 +51,9 @@ def golden(fresh):
 
 @pytest.fixture(scope="module")
 def e2e_inputs(fresh):
-    m = json.loads((fresh / "15_e2e" / "manifest.json").read_text())
-    h = read_safetensors_header(fresh / "15_e2e" / "tensors.safetensors")
+    e2e = case_dir(fresh, "e2e")
+    m = json.loads((e2e / "manifest.json").read_text())
+    h = read_safetensors_header(e2e / "tensors.safetensors")
     return {k: np.asarray(read_tensor(h[k])) for k in m["inputs"]}
 
 
@@ -104,7 +111,7 @@ def load_candidate_from_set(d: Path) -> dict[str, np.ndarray]:
 def test_sha256_verified_on_load(fresh, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(fresh, bad)
-    f = bad / "01_rms_norm" / "tensors.safetensors"
+    f = case_dir(bad, "rms_norm") / "tensors.safetensors"
     data = bytearray(f.read_bytes())
     data[-3] ^= 0xFF
     f.write_bytes(bytes(data))

@@ -234,3 +234,29 @@ def test_uncentred_window_equals_offline_columns(a, k):
         stream = mel.stft_power(window, dtype, center=False)
         assert stream.shape == (201, k)
         assert_close(stream, offline[:, a : a + k], 0.0, f"frames {a}..{a + k - 1} {np.dtype(dtype)}")
+
+
+def test_checkpoint_global_log_mel_max_flows_through(tmp_path):
+    """A checkpoint's global_log_mel_max (params.json audio_encoding_args) sets the floor, offline and
+    streaming: silence maps to (g - 8 + 4) / 4, i.e. -0.625 for the real 1.5 and -0.5 for 2.0."""
+    from dataclasses import replace
+
+    from oracle.config import TINY
+    from oracle.pipeline import load_setup, offline_mel
+    from oracle.precision import FLOAT64
+    from oracle.streaming import Model, StreamingSession
+    from oracle.synth import write_checkpoint
+    from oracle.taps import Taps
+
+    silence = np.zeros(4000)
+    for g in (1.5, 2.0):
+        cfg = replace(TINY, audio=replace(TINY.audio, global_log_mel_max=g))
+        setup = load_setup(write_checkpoint(tmp_path / f"g{g}", cfg))
+        assert setup.ckpt.config.audio.global_log_mel_max == g
+        floor = (g - 8 + 4) / 4
+        assert np.all(offline_mel(silence, setup.protocol, FLOAT64, quantize=False) == floor)
+        taps = Taps("mel")
+        session = StreamingSession(Model(setup.ckpt, FLOAT64), setup.protocol, tap=taps)
+        session.feed(silence)
+        session.finish()
+        assert taps["mel"].shape[1] > 0 and np.all(taps["mel"] == floor)

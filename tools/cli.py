@@ -16,7 +16,7 @@ import importlib
 import os
 import sys
 
-from oracle import layers
+from oracle.blas import quiet_idle_threads
 from oracle.errors import OracleError
 
 COMMANDS = {
@@ -55,11 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_idle_threads()  # before build_parser imports the commands, and with them numpy
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from oracle import layers  # after quiet_idle_threads: it loads numpy
+
     before = layers.KERNELS
     try:
         layers.KERNELS = not (args.plain_layers or _plain_from_env())  # the one switch, for this command only

@@ -10,6 +10,10 @@ bf16 ports are measured by re-running every case in those precisions (golden/SPE
 
 from __future__ import annotations
 
+from oracle.blas import quiet_idle_threads
+
+quiet_idle_threads()  # this file also runs as a script: before numpy loads OpenBLAS (see oracle/blas.py)
+
 import hashlib
 from pathlib import Path
 

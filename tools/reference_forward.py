@@ -11,6 +11,10 @@ the golden directory. The checkpoint is the golden set's (from its provenance) u
 
 from __future__ import annotations
 
+from oracle.blas import quiet_idle_threads
+
+quiet_idle_threads()  # this file also runs as a script: before numpy loads OpenBLAS (see oracle/blas.py)
+
 from pathlib import Path
 
 import numpy as np

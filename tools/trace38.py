@@ -10,6 +10,10 @@ unquantized-mel fault has something to show (the built-in clip is int16-exact); 
 
 from __future__ import annotations
 
+from oracle.blas import quiet_idle_threads
+
+quiet_idle_threads()  # this file also runs as a script: before numpy loads OpenBLAS (see oracle/blas.py)
+
 from pathlib import Path
 
 import numpy as np

@@ -11,6 +11,10 @@ prints text as soon as it is produced.
 
 from __future__ import annotations
 
+from oracle.blas import quiet_idle_threads
+
+quiet_idle_threads()  # this file also runs as a script: before numpy loads OpenBLAS (see oracle/blas.py)
+
 import json
 import sys
 
