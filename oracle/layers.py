@@ -101,7 +101,7 @@ def rope_angles(positions: np.ndarray, head_dim: int, theta: float, dtype) -> tu
 def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     """Rotate interleaved pairs: (x[2i], x[2i+1]) by angle_i.  [N, h, Dh] -> [N, h, Dh].
 
-    The pairing is "GPT-J"/interleaved because Mistral-layout q/k rows are stored that way (spec
+    The pairing is "GPT-J"/interleaved because Mistral-layout q/k rows are stored that way (MODEL.md
     §1.4); HF's rotate-half pairs (i, i + Dh/2) on permuted weights and is the same rotation.
     """
     n, h, dh = x.shape
