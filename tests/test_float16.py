@@ -159,14 +159,14 @@ def test_tanh_gelu_shows_at_the_gelu_stages(golden, blocks16, monkeypatch):
     assert bad["time_ada.t_cond"] == honest["time_ada.t_cond"]  # before any GELU: unchanged
 
 
-def dft_angle_f32_stft(x, dtype=np.float64, center=True):
+def dft_angle_f32_stft(x, dtype=np.float64, center=True, *, audio=mel_mod.REFERENCE_AUDIO):
     """A port's direct DFT with float32 angles 2π·k·n/400, k·n not reduced mod 400 (phase error ~1e-4 rad)."""
     assert center
-    dtype = np.dtype(dtype)
-    x = np.pad(np.asarray(x, dtype), mel_mod.N_FFT // 2, mode="reflect")
-    frames = mel_mod._frames(x, mel_mod.N_FFT, mel_mod.HOP) * mel_mod.hann_window(mel_mod.N_FFT, dtype)
-    kn = np.arange(mel_mod.N_FREQ, dtype=np.float32)[:, None] * np.arange(mel_mod.N_FFT, dtype=np.float32)[None, :]
-    angle = np.float32(2 * np.pi) * kn / np.float32(mel_mod.N_FFT)
+    dtype, n_fft, hop = np.dtype(dtype), audio.window_size, audio.hop_length
+    x = np.pad(np.asarray(x, dtype), n_fft // 2, mode="reflect")
+    frames = mel_mod._frames(x, n_fft, hop) * mel_mod.hann_window(n_fft, dtype)
+    kn = np.arange(mel_mod.freq_bins(audio), dtype=np.float32)[:, None] * np.arange(n_fft, dtype=np.float32)[None, :]
+    angle = np.float32(2 * np.pi) * kn / np.float32(n_fft)
     re, im = frames @ np.cos(angle).T.astype(dtype), frames @ np.sin(angle).T.astype(dtype)
     return (re * re + im * im).T[:, :-1].astype(dtype)
 
