@@ -24,3 +24,13 @@ class OracleError(Exception):
 def where(path, detail: str) -> str:
     """Format ``path: detail``, the prefix every file-related message starts with."""
     return f"{path}: {detail}"
+
+
+def shown(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a hostile file's 5000-digit number or 10 MB list must
+    not turn a one-line error into a page."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for str() (Python's int_max_str_digits)
+        return f"<an integer of about {value.bit_length() * 0.30103:.0f} digits>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
