@@ -23,6 +23,7 @@ import json
 import math
 import os
 import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -188,22 +189,42 @@ def write_safetensors(path: Path, tensors: Iterable[tuple[str, np.dtype | str, t
         offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
-    tmp = path.with_name(path.name + ".partial")
-    with tmp.open("wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for k, (name, dtype, shape, data) in enumerate(items):
-            dt = np.dtype(dtype)
-            blocks = [data] if isinstance(data, np.ndarray) else data
-            written = 0
-            for block in blocks:
-                block = np.ascontiguousarray(block, dtype=dt)
-                f.write(block.tobytes())
-                written += block.size
-            assert written == int(np.prod(shape, dtype=np.int64)), (name, written, shape)
-            if progress is not None:
-                progress(k + 1, len(items), name)
-    tmp.replace(path)
+    # A fresh temporary name (O_EXCL: a symlink planted at "<name>.partial" is not followed), renamed
+    # into place only when complete, so an interrupted write never leaves a file that looks whole.
+    path = Path(path)
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:80]}.", suffix=".partial")
+    except OSError as err:
+        raise OracleError(where(path, f"cannot write: {err.strerror or err}")) from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(struct.pack("<Q", len(raw)))
+            f.write(raw)
+            for k, (name, dtype, shape, data) in enumerate(items):
+                dt = np.dtype(dtype)
+                blocks = [data] if isinstance(data, np.ndarray) else data
+                written = 0
+                for block in blocks:
+                    block = np.ascontiguousarray(block, dtype=dt)
+                    f.write(block.tobytes())
+                    written += block.size
+                assert written == int(np.prod(shape, dtype=np.int64)), (name, written, shape)
+                if progress is not None:
+                    progress(k + 1, len(items), name)
+        os.chmod(tmp, 0o666 & ~_umask())
+        tmp.replace(path)
+    except OSError as err:
+        raise OracleError(where(path, f"cannot write: {err.strerror or err}")) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class Arena:

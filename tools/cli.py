@@ -3,13 +3,23 @@
 Each command lives in its own module of this package, exposing ``add_arguments(parser)`` and
 ``run(args) -> int``. A user-caused error (``OracleError``) prints one line and exits with its code
 (2 by default; compare uses 1/2/3 as documented); a bug still shows its traceback.
+
+Exit codes (the README's table): every command but compare exits 0 on success, 2 on a usage error or a
+bad input (one line on stderr), 1 on an internal error (a bug: a traceback), 130 when interrupted;
+compare exits 0 pass, 1 tolerance failure, 2 structural failure, 3 usage or I/O error. A usage error
+is one line ending in a pointer to ``--help``. Without ``-v`` nothing but that line reaches stderr:
+Python warnings (numpy's RuntimeWarnings) are ignored and C libraries' notes (libmpg123) are dropped.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
+import os
 import sys
+import warnings
 
 from oracle.errors import OracleError
 
@@ -26,31 +36,87 @@ COMMANDS = {
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's usage errors: one line, exit 2 (compare overrides to 3)
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        message = " ".join(str(message).split())
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(getattr(self, "usage_exit_code", 2))
+
+
+def _empty_argument(args) -> str | None:
+    """The name of an argument given as an empty string (argparse would silently take it)."""
+    for name, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            return name
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_stderr(verbose: bool):
+    """Without -v: ignore Python warnings and send C-level writes to fd 2 (libmpg123's notes) to
+    /dev/null, while Python's own sys.stderr (our one error line, progress, tracebacks) still gets
+    through on a duplicate of the original descriptor."""
+    if verbose:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            real_fd = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            real_fd = None  # a test's captured stream: nothing C-level can reach it anyway
+        if real_fd != 2:
+            yield
+            return
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        old = sys.stderr
+        sys.stderr = io.TextIOWrapper(io.FileIO(saved, "w", closefd=False), write_through=True,
+                                      encoding=old.encoding, errors="backslashreplace")
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            sys.stderr = old
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="voxtral-oracle", description="numpy reference implementation of Voxtral Mini 4B Realtime")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="let warnings and C libraries' notes through to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser.subparsers = {}
     for name, (module, help_text) in COMMANDS.items():
         mod = importlib.import_module(f"oracle_tools.{module}")
         p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip().splitlines()[0])
         p.usage_exit_code = getattr(mod, "USAGE_EXIT_CODE", 2)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
+        parser.subparsers[name] = p
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    command = getattr(args, "command", None)
+    # Unknown options are reported by the command's own parser, so `compare --bogus` exits 3 like
+    # every other compare usage error (argparse would report them from the top parser with 2).
+    owner = parser.subparsers.get(command, parser)
+    if extra:
+        owner.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
+        parser.error("a COMMAND is required")
+    empty = _empty_argument(args)
+    if empty is not None:
+        owner.error(f"argument {empty.replace('_', '-')} must not be empty")
     try:
-        return int(args._run(args) or 0)
+        with _quiet_stderr(args.verbose):
+            return int(args._run(args) or 0)
     except OracleError as err:
         print(f"voxtral-oracle {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code

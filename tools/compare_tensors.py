@@ -13,10 +13,11 @@ The metrics are defined in oracle/compare.py.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from oracle.compare import PORT_DTYPES, compare, load_candidate, load_golden
-from oracle.errors import OracleError, where
+from oracle.errors import OracleError
+
+from oracle_tools.outputs import write_file_atomic
 
 USAGE_EXIT_CODE = 3  # argparse usage errors exit 3 (1 and 2 are verdicts)
 
@@ -35,9 +36,9 @@ def add_arguments(p) -> None:
 
 def _write(path: str, text: str) -> None:
     try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as err:
-        raise OracleError(where(path, f"cannot write: {err.strerror or err}"), exit_code=3) from None
+        write_file_atomic(path, text)
+    except OracleError as err:
+        raise OracleError(str(err), exit_code=3) from None
 
 
 def run(args) -> int:
