@@ -134,6 +134,17 @@ class ModelConfig:
             tied_embeddings=get.bool(params, "tied_embeddings", default=True),
         )
         cfg = cls(enc, dec, audio, get.int(ds, "downsample_factor", "multimodal.whisper_model_args.downsample_args"))
+        # Keys the oracle does not read but that describe the architecture: a params.json that says
+        # "no RoPE" or "biased decoder" is a different model, not this one with extra keys.
+        for section, prefix, fixed in ((params, "", _FIXED_TOP), (ea, pre_e, _FIXED_ENCODER), (aa, pre_a, _FIXED_AUDIO)):
+            for key, value in fixed.items():
+                if key in section and not (section[key] is value or (
+                        type(section[key]) is type(value) and section[key] == value)):
+                    raise OracleError(where(source, f"key {_dotted(prefix, key)} must be {value!r} for this model, "
+                                                    f"got {shown(section[key])}"))
+        if "vocab_size" in ea and get.int(ea, "vocab_size", pre_e) != dec.vocab_size:
+            raise OracleError(where(source, f"key {pre_e}.vocab_size ({ea['vocab_size']}) differs from vocab_size "
+                                            f"({dec.vocab_size})"))
         cfg.validate(source)
         return cfg
 
@@ -242,7 +253,8 @@ class ModelConfig:
             norm_eps=get.float(tc, "rms_norm_eps", "text_config"),
             sliding_window=get.int(tc, "sliding_window", "text_config"),
             ada_dim=ADA_DIM_DEFAULT,
-            tied_embeddings=get.bool(cfg, "tie_word_embeddings", default=True),
+            tied_embeddings=get.bool(cfg, "tie_word_embeddings", default=True)
+            and get.bool(tc, "tie_word_embeddings", "text_config", default=True),
         )
         audio = AudioConfig(
             sampling_rate=16000,
@@ -337,6 +349,10 @@ def read_json(path: str | Path) -> dict:
 
 
 _MISSING = object()
+# Architectural switches params.json carries (MODEL.md §1.2) and the only values this model has.
+_FIXED_TOP = {"use_biases": False, "causal": True, "ada_rms_norm_t_cond": True}
+_FIXED_ENCODER = {"use_biases": True, "causal": True, "pos_embed": "rope", "ffn_type": "swiglu", "norm_type": "rms_norm"}
+_FIXED_AUDIO = {"transcription_format": "streaming", "chunk_length_s": None}
 
 
 class _Getter:

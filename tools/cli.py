@@ -31,6 +31,7 @@ COMMANDS = {
     "golden": ("golden_cmd", "write golden tensors: every building block, end to end, streaming"),
     "forward": ("reference_forward", "run the oracle on a golden set's inputs and write a candidate"),
     "trace38": ("trace38", "the position-38 trace, with every known porting mistake injected"),
+    "fuzz": ("fuzz", "hostile-input campaign: mutated files of every kind through the CLI's entry points"),
 }
 
 

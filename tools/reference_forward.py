@@ -10,7 +10,6 @@ The checkpoint is the golden set's (from its provenance) unless --checkpoint is 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from oracle_tools import argtypes
 from oracle_tools.outputs import output_file
 from oracle.checkpoint import read_safetensors_header, read_tensor, write_safetensors
 from oracle.errors import OracleError, where
+from oracle.jsonio import read_json_object
 from oracle.golden import Context, replay, select_cases
 from oracle.pipeline import load_setup
 from oracle.precision import policy
@@ -35,12 +35,9 @@ def add_arguments(p) -> None:
 
 def load_index(golden: Path) -> dict:
     path = golden / "index.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise OracleError(where(path, "not found: is this a golden set directory?")) from None
-    except json.JSONDecodeError as exc:
-        raise OracleError(where(path, f"not valid JSON ({exc.msg})")) from None
+    if not golden.is_dir():
+        raise OracleError(where(golden, "not a golden set directory"))
+    return read_json_object(path)
 
 
 def replay_set(golden: Path, components: str, precision: str, checkpoint: str | None = None) -> dict[str, np.ndarray]:
@@ -55,7 +52,7 @@ def replay_set(golden: Path, components: str, precision: str, checkpoint: str | 
         if entry["name"] not in wanted:
             continue
         case_dir = golden / entry["dir"]
-        manifest = json.loads((case_dir / "manifest.json").read_text())
+        manifest = read_json_object(case_dir / "manifest.json")
         header = read_safetensors_header(case_dir / manifest["file"])
         inputs = {k: np.asarray(read_tensor(header[k])) for k in manifest["inputs"]}
         audio = inputs["audio"].astype(np.float64) if "audio" in inputs else None
