@@ -413,7 +413,9 @@ def load_tekken(path) -> Tekken:
     # the sizes taken from "config" are bounded by what the file really holds.
     token_bytes = _parse_vocab(path, _require(path, doc, "vocab", "vocab"), vocab_size - num_special)
     special = _parse_special_tokens(path, doc, version, num_special)
-    audio = parse_audio(path, doc["audio"]) if doc.get("audio") else None  # MC: falsy section = absent
+    if doc.get("audio") is not None and not isinstance(doc["audio"], dict):  # MC would take a falsy [] or 0 as absent
+        raise OracleError(where(path, f"audio: expected an object, got {shown(doc['audio'])}"))
+    audio = parse_audio(path, doc["audio"]) if doc.get("audio") else None  # MC: empty section = absent
 
     def named(name: str, required: bool) -> int | None:
         if name in special:

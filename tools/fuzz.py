@@ -309,10 +309,15 @@ def _ignored(what: str) -> bool:
     return any(f"/{k}" in what or f" {k}" in what or f"={k}" in what for k in IGNORED_KEYS)
 
 
-def make_case(seed: int, index: int, b: Bases, kinds=KINDS) -> Case:
+HEAVY_SHARE = 0.15
+
+
+def make_case(seed: int, index: int, b: Bases, kinds=KINDS, heavy_share: float = HEAVY_SHARE) -> Case:
+    """Case ``index`` of campaign ``seed``. ``heavy_share`` of the cases run a whole command (a
+    transcription, a trace) instead of the loader it starts with; 0 keeps every case in milliseconds."""
     rng = random.Random(f"{seed}:{index}")
     kind = kinds[index % len(kinds)]
-    heavy = rng.random() < 0.15  # run the full command rather than the loader
+    heavy = rng.random() < heavy_share
     if kind in ("params", "safetensors", "tekken"):
         files = _ckpt_files(b, "mistral")
         name = {"params": "params.json", "safetensors": "consolidated.safetensors", "tekken": "tekken.json"}[kind]
@@ -350,8 +355,8 @@ def make_case(seed: int, index: int, b: Bases, kinds=KINDS) -> Case:
     if kind in ("golden", "candidate"):
         return _golden_case(rng, index, b, kind, heavy)
     if kind == "paths":
-        return _path_case(rng, index, b)
-    return _cli_case(rng, index, b)
+        return _path_case(rng, index, b, heavy)
+    return _cli_case(rng, index, b, heavy)
 
 
 def _audio_case(rng, index, b, heavy) -> Case:
@@ -452,7 +457,7 @@ def _golden_case(rng, index, b, kind, heavy) -> Case:
                 ["compare", "{S}/g", "{S}/cand"])
 
 
-def _path_case(rng, index, b) -> Case:
+def _path_case(rng, index, b, heavy) -> Case:
     """Inputs that are not regular files, or names the OS refuses; and outputs that try to escape."""
     files = _ckpt_files(b, rng.choice(["mistral", "hf"]))
     op = rng.choice(["fifo", "loop", "longname", "dir", "dangling", "out_symlink", "out_file", "out_missing"])
@@ -476,6 +481,8 @@ def _path_case(rng, index, b) -> Case:
         cmd = rng.choice([["golden", "--out", target, "--components", "rms_norm", "--quiet"],
                           ["trace38", "--out", target, "--no-faults", "--quiet"],
                           ["synth", target, "--quiet"]])
+        if not heavy and op != "out_file":
+            cmd = ["golden", "--out", target, "--components", "rms_norm", "--quiet"]
         # Directory outputs are created with their parents (mkdir -p), so only "under a file" is invalid.
         return Case(index, "paths", f"output {op} via {cmd[0]}", op == "out_file", files, cmd)
     cmd = rng.choice([["inspect", "{S}/ck", "--no-stats", "--quiet"], ["@call", "load_setup", "{S}/ck"]])
@@ -498,8 +505,11 @@ CLI_OPTIONS = {
 FLAGS = {"--stream", "--dry-run", "--no-stats"}
 
 
-def _cli_case(rng, index, b) -> Case:
-    command = rng.choice(sorted(CLI_OPTIONS))
+LIGHT_COMMANDS = ("compare", "forward", "inspect", "synth")
+
+
+def _cli_case(rng, index, b, heavy) -> Case:
+    command = rng.choice(sorted(CLI_OPTIONS) if heavy else LIGHT_COMMANDS)
     argv = [command]
     positional = {"transcribe": ["@tiny", "{S}/clip.wav"], "compare": ["{S}/g", "{S}/cand.safetensors"],
                   "forward": ["rms_norm"], "synth": ["{S}/out/s"], "inspect": ["@tiny"], "golden": [], "trace38": []}
@@ -686,7 +696,8 @@ def run_case(case: Case, sandbox: Path, seconds: float = CASE_SECONDS) -> dict:
 # Workers and the campaign
 # ----------------------------------------------------------------------------------------------
 
-def worker(seed: int, indices: list[int], kinds, as_limit: int, seconds: float, bases_dir: str) -> None:
+def worker(seed: int, indices: list[int], kinds, as_limit: int, seconds: float, bases_dir: str,
+           heavy_share: float) -> None:
     """Run cases, printing one JSON line each ("start" before, the result after) on stdout."""
     resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
     out = os.fdopen(os.dup(1), "w", buffering=1)
@@ -697,7 +708,7 @@ def worker(seed: int, indices: list[int], kinds, as_limit: int, seconds: float, 
             out.write(json.dumps({"start": i}) + "\n")
             sandbox = root / f"c{i}" / "s"
             sandbox.mkdir(parents=True)
-            case = make_case(seed, i, bases, kinds)
+            case = make_case(seed, i, bases, kinds, heavy_share)
             result = run_case(case, sandbox, seconds)
             shutil.rmtree(sandbox.parent, ignore_errors=True)
             out.write(json.dumps(result) + "\n")
@@ -706,7 +717,7 @@ def worker(seed: int, indices: list[int], kinds, as_limit: int, seconds: float, 
 
 
 def campaign(seed: int, n_cases: int, jobs: int = 2, kinds=KINDS, as_limit: int = AS_LIMIT,
-             seconds: float = CASE_SECONDS, progress=None) -> list[dict]:
+             seconds: float = CASE_SECONDS, progress=None, heavy_share: float = HEAVY_SHARE) -> list[dict]:
     """Run cases 0..n-1 across ``jobs`` worker processes; returns one result per case."""
     pending = list(range(n_cases))
     chunks = [pending[j::jobs] for j in range(jobs)]
@@ -719,7 +730,7 @@ def campaign(seed: int, n_cases: int, jobs: int = 2, kinds=KINDS, as_limit: int 
     def spawn(chunk):
         cmd = [sys.executable, "-m", "oracle_tools.fuzz", "--worker", "--seed", str(seed), "--kinds", ",".join(kinds),
                "--as-limit", str(as_limit), "--case-seconds", str(seconds), "--indices", ",".join(map(str, chunk)),
-               "--bases", str(bases_dir)]
+               "--bases", str(bases_dir), "--heavy", repr(heavy_share)]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, bufsize=1)
 
     import queue
@@ -845,6 +856,8 @@ def add_arguments(p) -> None:
     p.add_argument("--kinds", type=argtypes.name_list, default=",".join(KINDS), help="input kinds (default: all)")
     p.add_argument("--real-cli", type=int, default=0, metavar="N", help="also run N cases as real CLI processes")
     p.add_argument("--json", metavar="F", help="write every result as JSON to F")
+    p.add_argument("--heavy", type=argtypes.nonneg_finite, default=HEAVY_SHARE,
+                   help=f"share of cases that run a whole command, not just its loader (default {HEAVY_SHARE})")
 
 
 def run(args) -> int:
@@ -854,7 +867,7 @@ def run(args) -> int:
     if unknown:
         raise OracleError(f"--kinds: unknown kind {unknown[0]!r} (known: {', '.join(KINDS)})")
     t0 = time.monotonic()
-    results = campaign(args.seed, args.cases, args.jobs, kinds)
+    results = campaign(args.seed, args.cases, args.jobs, kinds, heavy_share=args.heavy)
     print(f"{len(results)} cases in {time.monotonic() - t0:.0f} s (seed {args.seed}, RLIMIT_AS {AS_LIMIT >> 30} GiB)")
     print(table(results, kinds))
     if args.real_cli:
@@ -881,9 +894,10 @@ def _worker_main(argv) -> None:
     p.add_argument("--case-seconds", type=float)
     p.add_argument("--indices")
     p.add_argument("--bases")
+    p.add_argument("--heavy", type=float)
     a = p.parse_args(argv)
     worker(a.seed, [int(i) for i in a.indices.split(",")], tuple(a.kinds.split(",")), a.as_limit, a.case_seconds,
-           a.bases)
+           a.bases, a.heavy)
 
 
 if __name__ == "__main__":

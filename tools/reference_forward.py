@@ -35,7 +35,11 @@ def add_arguments(p) -> None:
 
 def load_index(golden: Path) -> dict:
     path = golden / "index.json"
-    if not golden.is_dir():
+    try:
+        is_dir = golden.is_dir()
+    except OSError as err:
+        raise OracleError(where(golden, f"cannot read: {err.strerror or err}")) from None
+    if not is_dir:
         raise OracleError(where(golden, "not a golden set directory"))
     return read_json_object(path)
 
