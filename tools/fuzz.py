@@ -786,51 +786,57 @@ def campaign(seed: int, n_cases: int, jobs: int = 2, kinds=KINDS, as_limit: int 
     return [results[i] for i in sorted(results)]
 
 
-def real_cli(seed: int, n: int, kinds=KINDS, as_limit: int = AS_LIMIT, seconds: float = 120.0) -> list[dict]:
-    """Run ``n`` cases (those that are command lines) as real ``voxtral-oracle`` processes."""
+def real_cli(seed: int, n: int, kinds=KINDS, as_limit: int = AS_LIMIT, seconds: float = 120.0, jobs: int = 2) -> list[dict]:
+    """Run ``n`` cases as real ``voxtral-oracle`` processes (whole commands: ``heavy_share`` 1)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     root = Path(tempfile.mkdtemp(prefix="vo-fuzz-cli-"))
     exe = [sys.executable, "-m", "oracle_tools.cli"]
-    results = []
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
+
+    def one(case: Case) -> dict:
+        sandbox = root / f"c{case.index}" / "s"
+        sandbox.mkdir(parents=True)
+        materialize(case, sandbox)
+        before = _snapshot(sandbox)
+        argv = _expand(case.argv, sandbox)
+        try:
+            r = subprocess.run(exe + argv, cwd=sandbox / "cwd", capture_output=True, text=True, timeout=seconds,
+                               preexec_fn=limit, env=env)
+            code, stderr = r.returncode, r.stderr
+            lines = [ln for ln in stderr.splitlines() if ln.strip()]
+            allowed = EXIT_CODES.get(argv[0], DEFAULT_EXIT_CODES)
+            if "Traceback" in stderr or code < 0:
+                outcome = "memory" if "MemoryError" in stderr or code < 0 else "traceback"
+            elif code not in allowed or len(lines) > (1 if code else 0):
+                outcome = "stderr"
+            else:
+                outcome = "accepted" if code == 0 else "clean_error"
+        except subprocess.TimeoutExpired:
+            outcome, code, stderr = "hang", None, ""
+        if _outside(sandbox, before, argv):
+            outcome = "wrote_outside"
+        if outcome == "accepted" and case.invalid:
+            outcome = "accepted_invalid"
+        shutil.rmtree(sandbox.parent, ignore_errors=True)
+        return {"index": case.index, "kind": case.kind, "what": case.what, "argv": " ".join(case.argv)[:120],
+                "outcome": outcome, "code": code, "detail": stderr.strip()[-200:]}
+
     try:
         bases = build_bases(root / "bases")
-        i = 0
-        while len(results) < n:
-            case = make_case(seed, 10_000_000 + i, bases, kinds)
+        cases, i = [], 0
+        while len(cases) < n:
+            case = make_case(seed, 10_000_000 + i, bases, kinds, heavy_share=1.0)
             i += 1
-            if case.argv[0] == "@call":
-                continue
-            sandbox = root / f"c{case.index}" / "s"
-            sandbox.mkdir(parents=True)
-            materialize(case, sandbox)
-            before = _snapshot(sandbox)
-            argv = _expand(case.argv, sandbox)
-
-            def limit():
-                resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
-            try:
-                r = subprocess.run(exe + argv, cwd=sandbox / "cwd", capture_output=True, text=True, timeout=seconds,
-                                   preexec_fn=limit, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
-                code, stderr = r.returncode, r.stderr
-                lines = [ln for ln in stderr.splitlines() if ln.strip()]
-                allowed = EXIT_CODES.get(argv[0], DEFAULT_EXIT_CODES)
-                if "Traceback" in stderr:
-                    outcome = "memory" if "MemoryError" in stderr else "traceback"
-                elif code not in allowed or len(lines) > (1 if code else 0):
-                    outcome = "stderr"
-                else:
-                    outcome = "accepted" if code == 0 else "clean_error"
-            except subprocess.TimeoutExpired:
-                outcome, code, stderr = "hang", None, ""
-            if _outside(sandbox, before, argv):
-                outcome = "wrote_outside"
-            if outcome == "accepted" and case.invalid:
-                outcome = "accepted_invalid"
-            results.append({"index": case.index, "kind": case.kind, "what": case.what, "argv": " ".join(case.argv)[:120],
-                            "outcome": outcome, "code": code, "detail": stderr.strip()[-200:]})
-            shutil.rmtree(sandbox.parent, ignore_errors=True)
+            if case.argv[0] != "@call":
+                cases.append(case)
+        with ThreadPoolExecutor(jobs) as pool:
+            return list(pool.map(one, cases))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return results
 
 
 def table(results: list[dict], kinds=KINDS) -> str:
@@ -872,7 +878,7 @@ def run(args) -> int:
     print(table(results, kinds))
     if args.real_cli:
         t0 = time.monotonic()
-        cli_results = real_cli(args.seed, args.real_cli, kinds)
+        cli_results = real_cli(args.seed, args.real_cli, kinds, jobs=args.jobs)
         print(f"\nreal CLI runs: {len(cli_results)} in {time.monotonic() - t0:.0f} s")
         print(table(cli_results, kinds))
         results = results + cli_results
