@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -29,8 +31,9 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
-from .config import ModelConfig, read_json
-from .errors import OracleError, where
+from .config import ModelConfig
+from .errors import OracleError, name_of, shown, where
+from .jsonio import open_regular, parse_json_object, read_json_object
 from .precision import BF16, Precision, widen_into
 from .weights import (
     HF_PREFIX_ALIASES,
@@ -57,6 +60,7 @@ DTYPES: dict[str, np.dtype] = {
 FLOAT_DTYPES = {"BF16", "F16", "F32", "F64"}
 NAME_OF_DTYPE = {v: k for k, v in DTYPES.items()}
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors spec's own limit
+MAX_RANK = 32  # numpy's limit on dimensions (NPY_MAXDIMS); nothing in this model has more than 3
 
 
 @dataclass(frozen=True)
@@ -70,58 +74,89 @@ class TensorEntry:
 
 
 def read_safetensors_header(path: Path) -> dict[str, TensorEntry]:
-    """Parse and validate a safetensors header: length, JSON, dtypes, and byte ranges within the file."""
+    """Parse and validate a safetensors header before anything is allocated from it.
+
+    Checked (every failure one line naming the file and the tensor): a regular file (a FIFO is refused
+    without blocking), the header length within the file and the spec's 100 MB, a JSON object; per
+    tensor, ``dtype`` a known string, ``shape`` a list of non-negative ints (no bools, floats or
+    strings), ``data_offsets`` two ints ``0 <= begin <= end`` whose span is exactly dtype x shape bytes
+    (products in Python ints: an int64 product of [2**62, 4] wraps to 0); no two tensors overlap and
+    together they cover the data section exactly, as the safetensors library itself requires.
+    """
+    path = Path(path)
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        if len(head) < 8:
+            raise OracleError(where(path, f"truncated: {size} bytes, too short for a safetensors header"))
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER:
+            raise OracleError(where(path, f"header length {n} exceeds the safetensors limit of {MAX_HEADER} bytes"))
+        if 8 + n > size:
+            raise OracleError(where(path, f"header length {n} points past the end of the file ({size} bytes)"))
+        raw = f.read(n)
+    if len(raw) != n:
+        raise OracleError(where(path, f"truncated while reading its {n}-byte header"))
     try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise OracleError(where(path, f"truncated: {size} bytes, too short for a safetensors header"))
-            (n,) = struct.unpack("<Q", head)
-            if 8 + n > size:
-                raise OracleError(where(path, f"header length {n} points past the end of the file ({size} bytes)"))
-            if n > MAX_HEADER:
-                raise OracleError(where(path, f"header length {n} exceeds the safetensors limit of {MAX_HEADER} bytes"))
-            raw = f.read(n)
-    except FileNotFoundError:
-        raise OracleError(where(path, "file not found")) from None
-    except IsADirectoryError:
-        raise OracleError(where(path, "is a directory, expected a safetensors file")) from None
-    except PermissionError as exc:
-        raise OracleError(where(path, f"cannot read: {exc.strerror}")) from None
-    try:
-        header = json.loads(raw.decode("utf-8"))
-        assert isinstance(header, dict)
-    except (UnicodeDecodeError, json.JSONDecodeError, AssertionError):
-        raise OracleError(where(path, "not a safetensors file (its header is not a JSON object)")) from None
+        header = parse_json_object(raw, path, "safetensors header")
+    except OracleError as err:
+        raise OracleError(f"{err} (not a safetensors file?)") from None
     data_start = 8 + n
+    data_size = size - data_start
     entries: dict[str, TensorEntry] = {}
     for name, info in header.items():
         if name == "__metadata__":
+            if not isinstance(info, dict):
+                raise OracleError(where(path, "header __metadata__ must be an object"))
             continue
-        try:
-            dtype, shape, (b0, b1) = info["dtype"], tuple(int(s) for s in info["shape"]), info["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise OracleError(where(path, f"tensor {name}: malformed header entry")) from None
-        if dtype not in DTYPES:
-            raise OracleError(where(path, f"tensor {name}: unsupported dtype {dtype}"))
-        nbytes = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
-        if b1 - b0 != nbytes or b0 < 0:
-            raise OracleError(where(path, f"tensor {name}: data_offsets [{b0}, {b1}) do not hold {dtype}{list(shape)}"))
-        if data_start + b1 > size:
-            raise OracleError(where(path, f"truncated: tensor {name} ends at byte {data_start + b1} but the file has {size}"))
-        entries[name] = TensorEntry(path, name, dtype, shape, data_start + b0, data_start + b1)
+        entries[name] = _header_entry(path, name, info, data_start, data_size)
     ranges = sorted((e.start, e.end, e.name) for e in entries.values() if e.end > e.start)
     for (s0, e0, n0), (s1, _, n1) in zip(ranges, ranges[1:]):
         if s1 < e0:
-            raise OracleError(where(path, f"tensors {n0} and {n1} overlap in the file (bytes {s1}..{e0})"))
+            raise OracleError(where(path, f"tensors {name_of(n0)} and {name_of(n1)} overlap in the file (bytes {s1}..{e0})"))
+    covered = sum(e - s for s, e, _ in ranges)
+    if covered != data_size:
+        raise OracleError(where(path, f"the tensors hold {covered:,} bytes but the data section has {data_size:,} "
+                                      "(truncated, padded or with a hole)"))
     return entries
+
+
+def _header_entry(path: Path, name: str, info, data_start: int, data_size: int) -> TensorEntry:
+    """One header entry, type- and range-checked (see read_safetensors_header)."""
+    label = f"tensor {name_of(name)}"
+
+    def bad(detail: str) -> OracleError:
+        return OracleError(where(path, f"{label}: {detail}"))
+
+    if not isinstance(info, dict):
+        raise bad(f"header entry must be an object, got {shown(info)}")
+    missing = [k for k in ("dtype", "shape", "data_offsets") if k not in info]
+    if missing:
+        raise bad(f"header entry has no {missing[0]}")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise bad(f"unsupported dtype {shown(dtype)} (expected one of {', '.join(DTYPES)})")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise bad(f"shape must be a list of non-negative integers, got {shown(shape)}")
+    if len(shape) > MAX_RANK:
+        raise bad(f"shape has {len(shape)} dimensions, more than {MAX_RANK}")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(type(b) is int and b >= 0 for b in offsets) or offsets[0] > offsets[1]):
+        raise bad(f"data_offsets must be two non-negative integers [begin, end] in order, got {shown(offsets)}")
+    b0, b1 = offsets
+    nbytes = math.prod(shape) * DTYPES[dtype].itemsize  # Python ints: no int64 wrap-around
+    if b1 - b0 != nbytes:
+        raise bad(f"data_offsets [{b0}, {b1}) do not hold {dtype}{shown(shape)} ({shown(nbytes)} bytes)")
+    if b1 > data_size:
+        raise OracleError(where(path, f"truncated: {label} ends at byte {data_start + b1} but the file has "
+                                      f"{data_start + data_size}"))
+    return TensorEntry(path, name, dtype, tuple(shape), data_start + b0, data_start + b1)
 
 
 def sha256_file(path) -> str:
     """sha256 of a file's bytes, read in 1 MiB blocks (goldens record and verify it)."""
     h = hashlib.sha256()
-    with Path(path).open("rb") as f:
+    with open_regular(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -155,22 +190,42 @@ def write_safetensors(path: Path, tensors: Iterable[tuple[str, np.dtype | str, t
         offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
-    tmp = path.with_name(path.name + ".partial")
-    with tmp.open("wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for k, (name, dtype, shape, data) in enumerate(items):
-            dt = np.dtype(dtype)
-            blocks = [data] if isinstance(data, np.ndarray) else data
-            written = 0
-            for block in blocks:
-                block = np.ascontiguousarray(block, dtype=dt)
-                f.write(block.tobytes())
-                written += block.size
-            assert written == int(np.prod(shape, dtype=np.int64)), (name, written, shape)
-            if progress is not None:
-                progress(k + 1, len(items), name)
-    tmp.replace(path)
+    # A fresh temporary name (O_EXCL: a symlink planted at "<name>.partial" is not followed), renamed
+    # into place only when complete, so an interrupted write never leaves a file that looks whole.
+    path = Path(path)
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:80]}.", suffix=".partial")
+    except OSError as err:
+        raise OracleError(where(path, f"cannot write: {err.strerror or err}")) from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(struct.pack("<Q", len(raw)))
+            f.write(raw)
+            for k, (name, dtype, shape, data) in enumerate(items):
+                dt = np.dtype(dtype)
+                blocks = [data] if isinstance(data, np.ndarray) else data
+                written = 0
+                for block in blocks:
+                    block = np.ascontiguousarray(block, dtype=dt)
+                    f.write(block.tobytes())
+                    written += block.size
+                assert written == int(np.prod(shape, dtype=np.int64)), (name, written, shape)
+                if progress is not None:
+                    progress(k + 1, len(items), name)
+        os.chmod(tmp, 0o666 & ~_umask())
+        tmp.replace(path)
+    except OSError as err:
+        raise OracleError(where(path, f"cannot write: {err.strerror or err}")) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class Arena:
@@ -294,41 +349,82 @@ class Checkpoint:
 
 
 def detect_layout(directory: Path) -> str:
-    if (directory / "params.json").exists():
+    if _lexists(directory / "params.json"):
         return "mistral"
-    if (directory / "config.json").exists():
+    if _lexists(directory / "config.json"):
         return "hf"
     raise OracleError(where(directory, "not a checkpoint: neither params.json (Mistral layout) nor config.json (HF layout) found"))
+
+
+def _lexists(path: Path) -> bool:
+    """Whether anything (even a dangling or looping symlink) is at ``path``; never raises for odd names."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as err:
+        raise OracleError(where(path, f"cannot read: {getattr(err, 'strerror', None) or err}")) from None
+    return True
+
+
+HF_INDEX = "model.safetensors.index.json"
+
+
+def _hf_shards(directory: Path) -> tuple[list[Path], dict[str, str] | None]:
+    """The HF layout's safetensors files: those the index names when there is one, else model*.safetensors.
+
+    An index entry must be a bare file name in the directory (no "/", no ".."): a downloaded index must
+    not make us read files outside the checkpoint.
+    """
+    index_path = directory / HF_INDEX
+    if not _lexists(index_path):
+        files = sorted(directory.glob("model*.safetensors"))
+        if not files:
+            raise OracleError(where(directory, "HF layout: no model*.safetensors file found"))
+        return files, None
+    doc = read_json_object(index_path)
+    weight_map = doc.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise OracleError(where(index_path, "weight_map must be a non-empty object of tensor name -> file name"))
+    names = set()
+    for tensor, file in weight_map.items():
+        if not isinstance(file, str) or not file or "/" in file or "\\" in file or file in (".", ".."):
+            raise OracleError(where(index_path, f"weight_map[{name_of(tensor)}]: {shown(file)} is not a file name "
+                                                "in the checkpoint directory"))
+        names.add(file)
+    return sorted(directory / f for f in names), weight_map
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
     """Open a checkpoint directory (either layout), validating every tensor against its config."""
     directory = Path(path)
-    if not directory.exists():
+    if not _lexists(directory):
         raise OracleError(where(directory, "checkpoint directory not found"))
     if not directory.is_dir():
         raise OracleError(where(directory, "expected a checkpoint directory"))
     layout = detect_layout(directory)
     if layout == "mistral":
         config = ModelConfig.from_params_file(directory / "params.json")
-        files = [directory / "consolidated.safetensors"]
-        if not files[0].exists():
-            raise OracleError(where(files[0], "file not found"))
+        files, weight_map = [directory / "consolidated.safetensors"], None
     else:
-        config = ModelConfig.from_hf_config(read_json(directory / "config.json"), directory / "config.json")
-        files = sorted(directory.glob("model*.safetensors"))
-        if not files:
-            raise OracleError(where(directory, "HF layout: no model*.safetensors file found"))
+        config = ModelConfig.from_hf_config(read_json_object(directory / "config.json"), directory / "config.json")
+        files, weight_map = _hf_shards(directory)
 
     index: dict[str, TensorEntry] = {}
     for f in files:
         for name, entry in read_safetensors_header(f).items():
+            if weight_map is not None and weight_map.get(name) != f.name:
+                raise OracleError(where(f, f"tensor {name_of(name)} is not listed for this file in {HF_INDEX}"))
             if layout == "hf":
                 name = _canonical_hf_name(name)
             if name in index:
                 raise OracleError(where(f, f"tensor {name} also appears in {index[name].file.name}"))
             index[name] = TensorEntry(entry.file, name, entry.dtype, entry.shape, entry.start, entry.end)
 
+    if weight_map is not None and len(weight_map) != len(index):
+        absent = sorted(set(map(_canonical_hf_name, weight_map)) - set(index))
+        raise OracleError(where(directory / HF_INDEX, f"lists tensor {name_of(absent[0]) if absent else '?'} "
+                                                       "that no shard holds"))
     names: dict[tuple[str, int | None, str], str] = {}
     for name, spec, layer, shape in expected(config, layout):
         entry = index.get(name)
@@ -346,7 +442,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         if layout == "hf" and name in HF_TIED_COPIES:
             _check_tied_copy(entry, index[names[("embedding", None, "table")]])
             continue
-        raise OracleError(where(entry.file, f"unexpected tensor {name} (not part of this model's config)"))
+        raise OracleError(where(entry.file, f"unexpected tensor {name_of(name)} (not part of this model's config)"))
     return Checkpoint(directory, layout, config, index, names)
 
 

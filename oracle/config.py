@@ -15,15 +15,21 @@ naming the file and the key.
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .errors import OracleError, where
+from .errors import OracleError, shown, where
+from .jsonio import read_json_object
 
 CONV_STRIDE = 2  # conv2's stride (MODEL.md §3.1); conv1 has stride 1. Fixed by the architecture, not params.
 CONV_KERNEL = 3
 ADA_DIM_DEFAULT = 32  # HF hard-codes nn.Linear(hidden, 32) (MODEL.md §8.3); params.json carries it too.
+# Largest integer any size or window in a config may take. Sizes are bounded again by the tensors the
+# file really holds, but windows and counts are not: 2**24 is far above the real model (131072 vocab,
+# 8192 window) and far below anything that overflows an int64 index or a float64 mantissa.
+MAX_CONFIG_INT = 1 << 24
+MAX_DOWNSAMPLE = 64
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,12 @@ class AudioConfig:
     hop_length: int  # 160
     window_size: int  # 400 (= n_fft)
     global_log_mel_max: float  # 1.5: the fixed log-mel floor is this − 8 (MODEL.md §2.2)
+
+
+# The one front end this model has (16 kHz, 400-point window, hop 160, 128 mel bins): oracle/mel.py reads
+# these numbers from a config, and a config with other front-end numbers is refused at load.
+FRONT_END = AudioConfig(sampling_rate=16000, frame_rate=12.5, num_mel_bins=128, hop_length=160, window_size=400,
+                        global_log_mel_max=1.5)
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,17 @@ class ModelConfig:
             tied_embeddings=get.bool(params, "tied_embeddings", default=True),
         )
         cfg = cls(enc, dec, audio, get.int(ds, "downsample_factor", "multimodal.whisper_model_args.downsample_args"))
+        # Keys the oracle does not read but that describe the architecture: a params.json that says
+        # "no RoPE" or "biased decoder" is a different model, not this one with extra keys.
+        for section, prefix, fixed in ((params, "", _FIXED_TOP), (ea, pre_e, _FIXED_ENCODER), (aa, pre_a, _FIXED_AUDIO)):
+            for key, value in fixed.items():
+                if key in section and not (section[key] is value or (
+                        type(section[key]) is type(value) and section[key] == value)):
+                    raise OracleError(where(source, f"key {_dotted(prefix, key)} must be {value!r} for this model, "
+                                                    f"got {shown(section[key])}"))
+        if "vocab_size" in ea and get.int(ea, "vocab_size", pre_e) != dec.vocab_size:
+            raise OracleError(where(source, f"key {pre_e}.vocab_size ({ea['vocab_size']}) differs from vocab_size "
+                                            f"({dec.vocab_size})"))
         cfg.validate(source)
         return cfg
 
@@ -200,15 +223,15 @@ class ModelConfig:
         ac = get.section(cfg, "audio_config")
         tc = get.section(cfg, "text_config")
         # rope_theta lives in rope_parameters (5.x) or, in older dumps, at the top of the sub-config.
-        def theta(sub, name, default=None):
-            rp = sub.get("rope_parameters") or {}
-            if "rope_theta" in rp:
-                return float(rp["rope_theta"])
+        def theta(sub, name):
+            rp = sub.get("rope_parameters")
+            if rp is not None and not isinstance(rp, dict):
+                raise OracleError(where(source, f"key {name}.rope_parameters must be an object, got {rp!r}"))
+            if rp and "rope_theta" in rp:
+                return get.float(rp, "rope_theta", f"{name}.rope_parameters")
             if "rope_theta" in sub:
-                return float(sub["rope_theta"])
-            if default is not None:
-                return default
-            raise OracleError(where(source, f"{name}.rope_parameters.rope_theta is missing"))
+                return get.float(sub, "rope_theta", name)
+            raise OracleError(where(source, f"missing key {name}.rope_parameters.rope_theta"))
         n_heads_e = get.int(ac, "num_attention_heads", "audio_config")
         enc = EncoderConfig(
             dim=get.int(ac, "hidden_size", "audio_config"),
@@ -235,7 +258,8 @@ class ModelConfig:
             norm_eps=get.float(tc, "rms_norm_eps", "text_config"),
             sliding_window=get.int(tc, "sliding_window", "text_config"),
             ada_dim=ADA_DIM_DEFAULT,
-            tied_embeddings=get.bool(cfg, "tie_word_embeddings", default=True),
+            tied_embeddings=get.bool(cfg, "tie_word_embeddings", default=True)
+            and get.bool(tc, "tie_word_embeddings", "text_config", default=True),
         )
         # config.json carries only the mel bins; the rest of the front end is the feature extractor's
         # (preprocessor_config.json), whose defaults are the real model's.
@@ -286,41 +310,49 @@ class ModelConfig:
             if not ok:
                 raise OracleError(where(source, msg))
 
-        for name, val in [*asdict(e).items()]:
-            if isinstance(val, int) and not isinstance(val, bool):
-                need(val > 0, f"encoder {name} must be positive, got {val}")
-        for name, val in [*asdict(d).items()]:
-            if isinstance(val, int) and not isinstance(val, bool):
-                need(val > 0, f"decoder {name} must be positive, got {val}")
+        for part, rec in (("encoder", e), ("decoder", d)):
+            for name, val in asdict(rec).items():
+                if isinstance(val, bool):
+                    continue
+                if isinstance(val, int):
+                    need(0 < val <= MAX_CONFIG_INT, f"{part} {name} must be in [1, {MAX_CONFIG_INT}], got {shown(val)}")
+            # RoPE divides by theta**(2i/Dh): a non-positive or non-finite base gives NaN or inf angles.
+            need(math.isfinite(rec.rope_theta) and rec.rope_theta > 0,
+                 f"{part} rope_theta must be a finite positive number, got {rec.rope_theta}")
+            # RMSNorm computes x / sqrt(mean(x^2) + eps): eps <= 0 divides zero rows by zero.
+            need(math.isfinite(rec.norm_eps) and 0 < rec.norm_eps < 1,
+                 f"{part} norm_eps must be a finite number in (0, 1), got {rec.norm_eps}")
         need(e.n_kv_heads == e.n_heads, f"encoder n_kv_heads ({e.n_kv_heads}) must equal n_heads ({e.n_heads})")
         need(d.n_heads % d.n_kv_heads == 0, f"decoder n_heads ({d.n_heads}) must be a multiple of n_kv_heads ({d.n_kv_heads})")
         need(e.head_dim % 2 == 0, f"encoder head_dim must be even for RoPE, got {e.head_dim}")
         need(d.head_dim % 2 == 0, f"decoder head_dim must be even for RoPE, got {d.head_dim}")
         need(d.dim % 2 == 0, f"decoder dim must be even for the time embedding, got {d.dim}")
         need(d.tied_embeddings, "tied_embeddings must be true: this model has no separate output.weight")
-        need(self.downsample_factor > 0, f"downsample_factor must be positive, got {self.downsample_factor}")
-        need(self.audio.num_mel_bins > 0, f"num_mel_bins must be positive, got {self.audio.num_mel_bins}")
+        need(0 < self.downsample_factor <= MAX_DOWNSAMPLE,
+             f"downsample_factor must be in [1, {MAX_DOWNSAMPLE}], got {shown(self.downsample_factor)}")
+        a = self.audio
+        # The front end (oracle/mel.py) implements exactly the reference recipe: 16 kHz, a 400-point
+        # window, hop 160, 128 mel bins. Any other value would fail deep inside the forward; refuse it here.
+        for name in ("sampling_rate", "hop_length", "window_size", "num_mel_bins"):
+            val, fixed = getattr(a, name), getattr(FRONT_END, name)
+            need(val == fixed, f"audio {name} must be {fixed} (the only front end this model has), got {shown(val)}")
+        need(math.isfinite(a.frame_rate) and a.frame_rate * self.samples_per_token == a.sampling_rate,
+             f"audio frame_rate must be sampling_rate / (hop_length * {CONV_STRIDE} * downsample_factor) = "
+             f"{a.sampling_rate / self.samples_per_token:g}, got {a.frame_rate}")
+        need(math.isfinite(a.global_log_mel_max),
+             f"audio global_log_mel_max must be a finite number, got {a.global_log_mel_max}")
 
 
 def read_json(path: str | Path) -> dict:
-    """Read a JSON object file; a missing file, bad JSON or non-object is one clear line."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise OracleError(where(p, "file not found")) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise OracleError(where(p, f"cannot read: {exc}")) from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise OracleError(where(p, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")) from None
-    if not isinstance(obj, dict):
-        raise OracleError(where(p, f"expected a JSON object, got {type(obj).__name__}"))
-    return obj
+    """Read a JSON object file (oracle.jsonio's hardened reader; kept here for existing callers)."""
+    return read_json_object(path)
 
 
 _MISSING = object()
+# Architectural switches params.json carries (MODEL.md §1.2) and the only values this model has.
+_FIXED_TOP = {"use_biases": False, "causal": True, "ada_rms_norm_t_cond": True}
+_FIXED_ENCODER = {"use_biases": True, "causal": True, "pos_embed": "rope", "ffn_type": "swiglu", "norm_type": "rms_norm"}
+_FIXED_AUDIO = {"transcription_format": "streaming", "chunk_length_s": None}
 
 
 class _Getter:
@@ -345,21 +377,24 @@ class _Getter:
     def int(self, d: dict, key: str, prefix: str = "", default=_MISSING) -> int:
         val = self._raw(d, key, prefix, default)
         if isinstance(val, bool) or not isinstance(val, int):
-            if isinstance(val, float) and val.is_integer():
+            if isinstance(val, float) and val.is_integer() and abs(val) <= MAX_CONFIG_INT:
                 return int(val)
-            raise OracleError(where(self.source, f"key {_dotted(prefix, key)} must be an integer, got {val!r}"))
+            raise OracleError(where(self.source, f"key {_dotted(prefix, key)} must be an integer, got {shown(val)}"))
         return val
 
     def float(self, d: dict, key: str, prefix: str = "", default=_MISSING) -> float:
         val = self._raw(d, key, prefix, default)
         if isinstance(val, bool) or not isinstance(val, (int, float)):
-            raise OracleError(where(self.source, f"key {_dotted(prefix, key)} must be a number, got {val!r}"))
-        return float(val)
+            raise OracleError(where(self.source, f"key {_dotted(prefix, key)} must be a number, got {shown(val)}"))
+        try:
+            return float(val)
+        except OverflowError:
+            raise OracleError(where(self.source, f"key {_dotted(prefix, key)} is too large, got {shown(val)}")) from None
 
     def bool(self, d: dict, key: str, prefix: str = "", default=_MISSING) -> bool:
         val = self._raw(d, key, prefix, default)
         if not isinstance(val, bool):
-            raise OracleError(where(self.source, f"key {_dotted(prefix, key)} must be true or false, got {val!r}"))
+            raise OracleError(where(self.source, f"key {_dotted(prefix, key)} must be true or false, got {shown(val)}"))
         return val
 
 
@@ -374,8 +409,7 @@ FULL = ModelConfig(
     decoder=DecoderConfig(dim=3072, n_layers=26, n_heads=32, n_kv_heads=8, head_dim=128, hidden_dim=9216,
                           vocab_size=131072, rope_theta=1e6, norm_eps=1e-5, sliding_window=8192, ada_dim=32,
                           tied_embeddings=True),
-    audio=AudioConfig(sampling_rate=16000, frame_rate=12.5, num_mel_bins=128, hop_length=160, window_size=400,
-                      global_log_mel_max=1.5),
+    audio=FRONT_END,
     downsample_factor=4,
 )
 

@@ -24,3 +24,21 @@ class OracleError(Exception):
 def where(path, detail: str) -> str:
     """Format ``path: detail``, the prefix every file-related message starts with."""
     return f"{path}: {detail}"
+
+
+def shown(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a hostile file's 5000-digit number or 10 MB list must
+    not turn a one-line error into a page."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for str() (Python's int_max_str_digits)
+        return f"<an integer of about {value.bit_length() * 0.30103:.0f} digits>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def name_of(text: str, limit: int = 120) -> str:
+    """A name from a file (a tensor, a key) as shown in a message: as is when short and printable, else
+    quoted and cut (a 300-character or newline-laden name must not break the one-line contract)."""
+    if isinstance(text, str) and len(text) <= limit and text.isprintable():
+        return text
+    return shown(text, limit)

@@ -29,17 +29,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 import operator
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Iterable
 
+
 from oracle.config import FULL
-from oracle.errors import OracleError, where
+from oracle.errors import OracleError, shown, where
+from oracle.jsonio import read_json_object
 
 # Ranks 0–34 of the standard Mistral special-token list (MODEL.md §7.3). Ranks 35.. are "<SPECIAL_i>".
 STANDARD_SPECIAL_TOKENS: tuple[str, ...] = (
@@ -69,6 +69,14 @@ _AUDIO_KEYS = frozenset({
     "transcription_delay_ms", "streaming_look_ahead_ms", "streaming_look_back_ms",
     "streaming_n_left_pad_tokens", "voice_num_audio_tokens",
 })  # the fields of MC AudioConfig; anything else makes MC's AudioConfig(**audio) fail
+# Bounds on numbers that size memory or loops before anything else can check them (the real file:
+# 1000 special tokens, 131072 ids, 32 left-pad tokens, 480 ms delay, 16 kHz). A hostile file with
+# default_num_special_tokens = 10**9 would otherwise build 10**9 names from 89 KB.
+MAX_SPECIAL_TOKENS = 1 << 16
+MAX_VOCAB_SIZE = 1 << 24
+MAX_LEFT_PAD_TOKENS = 1024
+MAX_AUDIO_MS = 10_000.0  # delay, look-ahead and look-back
+MAX_AUDIO_INT = 1 << 20  # sampling rate, mel bins, hop, window
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,14 +137,24 @@ def _number(path, label: str, value, kind: type):
     """``value`` as ``kind`` (int or float); bools and strings are rejected, ints accepted as floats."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or (kind is int and not isinstance(value, int)):
-        raise OracleError(where(path, f"{label}: expected {kind.__name__}, got {value!r}"))
+        raise OracleError(where(path, f"{label}: expected {kind.__name__}, got {shown(value)}"))
+    if kind is float and (abs(value) > 1e300 or not math.isfinite(value)):
+        raise OracleError(where(path, f"{label}: expected a finite number, got {shown(value)}"))
     return kind(value)
+
+
+def _bounded(path, label: str, value, kind: type, low, high):
+    """``value`` as ``kind`` within [low, high]."""
+    number = _number(path, label, value, kind)
+    if not low <= number <= high:
+        raise OracleError(where(path, f"{label}: must be in [{low:g}, {high:g}], got {shown(value)}"))
+    return number
 
 
 def _positive(path, label: str, value, kind: type):
     number = _number(path, label, value, kind)
     if number <= 0:
-        raise OracleError(where(path, f"{label}: must be > 0, got {value!r}"))
+        raise OracleError(where(path, f"{label}: must be > 0, got {shown(value)}"))
     return number
 
 
@@ -163,9 +181,14 @@ def parse_audio(path, audio) -> StreamingAudioConfig:
     if not isinstance(enc, dict):
         raise OracleError(where(path, "audio.audio_encoding_config: expected an object"))
 
-    def get(obj: dict, key: str, prefix: str, kind: type):
+    def get(obj: dict, key: str, prefix: str, kind: type, high=MAX_AUDIO_INT, low=None):
+        """A number in [low, high], or in (0, high] when ``low`` is None."""
         label = f"{prefix}.{key}"
-        return _positive(path, label, _require(path, obj, key, label), kind)
+        value = _require(path, obj, key, label)
+        if low is None:
+            _positive(path, label, value, kind)
+            low = 0
+        return _bounded(path, label, value, kind, low, high)
 
     cfg = StreamingAudioConfig(
         sampling_rate=get(audio, "sampling_rate", "audio", int),
@@ -173,13 +196,11 @@ def parse_audio(path, audio) -> StreamingAudioConfig:
         num_mel_bins=get(enc, "num_mel_bins", "audio.audio_encoding_config", int),
         hop_length=get(enc, "hop_length", "audio.audio_encoding_config", int),
         window_size=get(enc, "window_size", "audio.audio_encoding_config", int),
-        transcription_delay_ms=get(audio, "transcription_delay_ms", "audio", float),
-        streaming_look_ahead_ms=_number(path, "audio.streaming_look_ahead_ms", _require(
-            path, audio, "streaming_look_ahead_ms", "audio.streaming_look_ahead_ms"), float),
-        streaming_look_back_ms=_number(path, "audio.streaming_look_back_ms", _require(
-            path, audio, "streaming_look_back_ms", "audio.streaming_look_back_ms"), float),
-        streaming_n_left_pad_tokens=_number(path, "audio.streaming_n_left_pad_tokens", _require(
-            path, audio, "streaming_n_left_pad_tokens", "audio.streaming_n_left_pad_tokens"), int),
+        transcription_delay_ms=get(audio, "transcription_delay_ms", "audio", float, MAX_AUDIO_MS),
+        streaming_look_ahead_ms=get(audio, "streaming_look_ahead_ms", "audio", float, MAX_AUDIO_MS, 0),
+        streaming_look_back_ms=get(audio, "streaming_look_back_ms", "audio", float, MAX_AUDIO_MS, 0),
+        # MC never checks the sign; a negative pad would silently shorten the audio (MODEL.md §6.2).
+        streaming_n_left_pad_tokens=get(audio, "streaming_n_left_pad_tokens", "audio", int, MAX_LEFT_PAD_TOKENS, 0),
         transcription_format=fmt,
     )
     if cfg.sampling_rate < cfg.frame_rate or cfg.frames_per_token <= 0:
@@ -289,19 +310,7 @@ class Tekken:
 
 
 def _read_json(path) -> dict:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise OracleError(where(path, f"cannot read: {err.strerror or err}")) from None
-    except UnicodeDecodeError:
-        raise OracleError(where(path, "not JSON: the file is not UTF-8")) from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise OracleError(where(path, f"not JSON: {err.msg} at line {err.lineno} column {err.colno}")) from None
-    if not isinstance(doc, dict):
-        raise OracleError(where(path, f"not a tekken file: top level is {type(doc).__name__}, expected an object"))
-    return doc
+    return read_json_object(path)
 
 
 def _version_number(path, version) -> int:
@@ -391,16 +400,21 @@ def load_tekken(path) -> Tekken:
         raise OracleError(where(path, "config.pattern: expected a string"))
     version_str = _require(path, config, "version", "config.version")
     version = _version_number(path, version_str)
-    vocab_size = _positive(path, "config.default_vocab_size", _require(
-        path, config, "default_vocab_size", "config.default_vocab_size"), int)
-    num_special = _positive(path, "config.default_num_special_tokens", _require(
-        path, config, "default_num_special_tokens", "config.default_num_special_tokens"), int)
+    vocab_size = _bounded(path, "config.default_vocab_size", _require(
+        path, config, "default_vocab_size", "config.default_vocab_size"), int, 1, MAX_VOCAB_SIZE)
+    num_special = _bounded(path, "config.default_num_special_tokens", _require(
+        path, config, "default_num_special_tokens", "config.default_num_special_tokens"), int, 1,
+        MAX_SPECIAL_TOKENS)
     if vocab_size < num_special + 256:
         raise OracleError(where(path, f"config.default_vocab_size: {vocab_size} leaves room for fewer than the "
                                       f"256 byte tokens after {num_special} special tokens"))
-    special = _parse_special_tokens(path, doc, version, num_special)
+    # The vocabulary is checked (cheaply, by length first) before the special names are built, so
+    # the sizes taken from "config" are bounded by what the file really holds.
     token_bytes = _parse_vocab(path, _require(path, doc, "vocab", "vocab"), vocab_size - num_special)
-    audio = parse_audio(path, doc["audio"]) if doc.get("audio") else None  # MC: falsy section = absent
+    special = _parse_special_tokens(path, doc, version, num_special)
+    if doc.get("audio") is not None and not isinstance(doc["audio"], dict):  # MC would take a falsy [] or 0 as absent
+        raise OracleError(where(path, f"audio: expected an object, got {shown(doc['audio'])}"))
+    audio = parse_audio(path, doc["audio"]) if doc.get("audio") else None  # MC: empty section = absent
 
     def named(name: str, required: bool) -> int | None:
         if name in special:

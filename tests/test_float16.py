@@ -17,7 +17,6 @@ import oracle.compare
 import oracle.encoder
 import oracle.layers
 import oracle.mel as mel_mod
-import oracle_tools.compare_tensors
 from oracle import builtin
 from oracle.checkpoint import read_safetensors_header, read_tensor
 from oracle.compare import compare, load_golden

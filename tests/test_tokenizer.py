@@ -392,8 +392,8 @@ def _edit_vocab(index: int, **changes):
 
 # (name, edit of a valid document or raw text, expected message fragment, does MC also reject it?)
 BAD_FILES = [
-    ("not_json", "{not json", "not JSON: Expecting property name", True),
-    ("top_level_list", "[]", "top level is list", True),
+    ("not_json", "{not json", "not valid JSON (Expecting property name", True),
+    ("top_level_list", "[]", "must be a JSON object at the top level, got an array", True),
     ("no_config", _delete("config"), "config: missing", True),
     ("no_vocab_size", _delete("config.default_vocab_size"), "config.default_vocab_size: missing", True),
     ("no_num_special", _delete("config.default_num_special_tokens"),
@@ -455,5 +455,5 @@ def test_bad_file_one_line_message(tmp_path, name, edit, fragment, mc_rejects):
 
 def test_missing_file(tmp_path):
     path = tmp_path / "absent.json"
-    with pytest.raises(OracleError, match=f"^{path}: cannot read: No such file or directory$"):
+    with pytest.raises(OracleError, match=f"^{path}: file not found$"):
         Tekken.from_file(path)

@@ -14,12 +14,13 @@ catalogue (oracle/faults.py, ranked by oracle/diagnose.py) names the likely mist
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from oracle.compare import compare
 from oracle.diagnose import attach_diagnosis
-from oracle.errors import OracleError, where
+from oracle.errors import OracleError
 from oracle.goldenset import PORT_DTYPES, load_candidate, load_golden
+
+from oracle_tools.outputs import write_file_atomic
 
 USAGE_EXIT_CODE = 3  # argparse usage errors exit 3 (1 and 2 are verdicts)
 
@@ -38,9 +39,9 @@ def add_arguments(p) -> None:
 
 def _write(path: str, text: str) -> None:
     try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as err:
-        raise OracleError(where(path, f"cannot write: {err.strerror or err}"), exit_code=3) from None
+        write_file_atomic(path, text)
+    except OracleError as err:
+        raise OracleError(str(err), exit_code=3) from None
 
 
 def run(args) -> int:

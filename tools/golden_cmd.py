@@ -18,11 +18,13 @@ import hashlib
 from pathlib import Path
 
 from oracle import builtin
+from oracle_tools import argtypes
 from oracle.audio import load_audio
 from oracle.golden import STORED, Context, offline_audio, provenance_for, select_cases, write_golden_set
 from oracle.pipeline import load_setup
 from oracle.streaming import FRAMINGS
 
+from oracle_tools.outputs import output_dir, staged_dir
 from oracle_tools.progress import Progress
 
 
@@ -31,10 +33,10 @@ def add_arguments(p) -> None:
     p.add_argument("--audio", metavar="AUDIO", help="audio file for the end-to-end cases (default: built-in clip)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--dtype", choices=list(STORED), default="float32", help="stored dtype (computed in float64)")
-    p.add_argument("--components", metavar="LIST", help="comma-separated case names (default: all)")
+    p.add_argument("--components", metavar="LIST", type=argtypes.name_list, help="comma-separated case names (default: all)")
     p.add_argument("--framing", choices=FRAMINGS, default="offline", help="framing of the streaming case")
     p.add_argument("--delay-ms", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0, help="seed of the random block inputs")
+    p.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the random block inputs")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -52,6 +54,7 @@ def context_from(checkpoint: str | None, audio: str | None, delay_ms, seed: int,
 
 def run(args) -> int:
     cases = select_cases(args.components)
+    output_dir(args.out)  # checked before the (long) computation
     ctx, (ckpt_label, audio_label, audio_sha) = context_from(args.checkpoint, args.audio, args.delay_ms, args.seed,
                                                              args.framing)
     parts = ["voxtral-oracle golden"] + ([ckpt_label] if args.checkpoint else [])
@@ -60,8 +63,10 @@ def run(args) -> int:
     parts += [f"--framing {args.framing}", f"--delay-ms {ctx.setup.protocol.delay_ms}", f"--seed {args.seed}"]
     prov = provenance_for(ctx, ckpt_label, audio_label, audio_sha, args.dtype, " ".join(parts))
     progress = Progress("golden", enabled=False if args.quiet else None)
-    out = write_golden_set(ctx, args.out, cases, args.dtype, prov, progress=progress)
-    print(f"wrote {len(cases)} cases to {out} ({', '.join(cases)})")
+    # index.json moves in last: a reader never sees an index naming cases that are not there yet.
+    with staged_dir(args.out, last=("index.json",)) as stage:
+        write_golden_set(ctx, stage, cases, args.dtype, prov, progress=progress)
+    print(f"wrote {len(cases)} cases to {args.out} ({', '.join(cases)})")
     return 0
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from oracle import builtin
+from oracle_tools import argtypes
+from oracle_tools.outputs import output_file
 from oracle.checkpoint import write_safetensors
 from oracle.errors import OracleError, where
 from oracle.golden import Context, replay, select_cases
@@ -31,7 +33,7 @@ REPLAY_PROVENANCE = ("checkpoint", "delay_ms", "seed", "framing")  # what replay
 
 
 def add_arguments(p) -> None:
-    p.add_argument("component", metavar="COMPONENT", help="case name(s), comma-separated, or 'all'")
+    p.add_argument("component", metavar="COMPONENT", type=argtypes.name_list, help="case name(s), comma-separated, or 'all'")
     p.add_argument("--golden", required=True, metavar="DIR", help="golden set whose inputs to replay")
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--dtype", choices=["float32", "bf16", "float16", "float64"], default="float32")
@@ -68,10 +70,11 @@ def replay_set(golden: Path, components: str, precision: str, checkpoint: str | 
 
 
 def run(args) -> int:
+    out = output_file(args.out)  # checked before the (long) replay, so a bad path costs nothing
     outputs = replay_set(Path(args.golden), args.component, args.dtype, args.checkpoint)
     tensors = [(k, v.dtype if v.dtype.kind in "iu" else np.dtype(np.float32), v.shape,
                 v if v.dtype.kind in "iu" else v.astype(np.float32)) for k, v in outputs.items()]
-    write_safetensors(Path(args.out), tensors, metadata={"format": "np", "producer": f"voxtral-oracle forward {args.dtype}"})
+    write_safetensors(out, tensors, metadata={"format": "np", "producer": f"voxtral-oracle forward {args.dtype}"})
     print(f"wrote {len(tensors)} tensors to {args.out}")
     return 0
 

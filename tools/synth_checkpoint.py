@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 
+from oracle_tools import argtypes
 from oracle.config import read_json
 from oracle.synth import parameter_counts, size_config, write_checkpoint
 
+from oracle_tools.outputs import staged_dir
 from oracle_tools.progress import Progress
 
 
@@ -20,7 +22,7 @@ def add_arguments(p) -> None:
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--size", choices=["tiny", "full"], default="tiny")
     p.add_argument("--params", metavar="PARAMS_JSON", help="use this params.json's dims instead of --size")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=argtypes.seed, default=0)
     p.add_argument("--dry-run", action="store_true", help="print what would be written, write nothing")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true")
@@ -34,7 +36,8 @@ def run(args) -> int:
                "parameters": counts, "bytes_bf16": 2 * counts["total"], "dry_run": args.dry_run}
     if not args.dry_run:
         progress = Progress("synth", enabled=False if args.quiet else None)
-        write_checkpoint(args.out_dir, cfg, seed=args.seed, progress=progress)
+        with staged_dir(args.out_dir) as stage:
+            write_checkpoint(stage, cfg, seed=args.seed, progress=progress)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from oracle_tools import argtypes
 from oracle.audio import quantize_int16
 from oracle.golden import Context
 from oracle.precision import policy
@@ -25,6 +26,7 @@ from oracle.trace import trace38
 from oracle.trace_report import write_report
 
 from oracle_tools.golden_cmd import context_from
+from oracle_tools.outputs import output_dir, staged_dir
 from oracle_tools.progress import Progress
 
 
@@ -35,12 +37,13 @@ def add_arguments(p) -> None:
     p.add_argument("--delay-ms", type=int, default=None)
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.add_argument("--no-faults", action="store_true", help="only the reference and the 38-token prompt")
-    p.add_argument("--dither", type=float, default=1e-4, help="noise added before quantization (default 1e-4)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dither", type=argtypes.nonneg_finite, default=1e-4, help="noise added before quantization (default 1e-4)")
+    p.add_argument("--seed", type=argtypes.seed, default=0)
     p.add_argument("--quiet", action="store_true")
 
 
 def run(args) -> int:
+    output_dir(args.out)  # checked before the (long) trace
     ctx, (ckpt_label, audio_label, _) = context_from(args.checkpoint, args.audio, args.delay_ms, args.seed, "offline")
     original = ctx.audio + args.dither * np.random.default_rng(args.seed).standard_normal(len(ctx.audio))
     ctx = Context(ctx.setup, quantize_int16(original), ctx.seed)
@@ -51,7 +54,8 @@ def run(args) -> int:
                                                               f"--dtype {args.dtype}", f"--dither {args.dither:g}"]
     report.update({"checkpoint": ckpt_label, "checkpoint_label": ckpt_label, "audio_label": audio_label,
                    "command": " ".join(parts)})
-    write_report(report, runs, Path(args.out))
+    with staged_dir(args.out) as stage:
+        write_report(report, runs, stage)
     print(f"wrote {Path(args.out) / 'report.md'}")
     for line in report["conclusion"]:
         print(line)

@@ -19,6 +19,7 @@ import json
 import sys
 
 from oracle import builtin
+from oracle_tools import argtypes
 from oracle.pipeline import chunked, load_setup, offline_tokens, read_audio, stream_tokens
 from oracle.precision import policy
 from oracle.streaming import FRAMINGS, choose_resident, resident_bytes
@@ -34,7 +35,7 @@ def add_arguments(p) -> None:
     p.add_argument("--stream", action="store_true", help="stream the audio in chunks, print text as produced")
     p.add_argument("--framing", choices=FRAMINGS, default="offline")
     p.add_argument("--dtype", choices=["float64", "float32", "bf16"], default="float32")
-    p.add_argument("--chunk-ms", type=int, default=80, help="chunk size when streaming (default 80)")
+    p.add_argument("--chunk-ms", type=argtypes.positive_int, default=80, help="chunk size when streaming (default 80)")
     p.add_argument("--weights", choices=["auto", "resident", "streamed"], default="auto",
                    help="resident: convert every layer once and keep it (fast; 16 GB float32 at full size); "
                         "streamed: re-read each layer when used (small, slow); auto: resident if it fits 80%% of "
