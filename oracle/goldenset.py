@@ -30,6 +30,7 @@ import numpy as np
 
 from .checkpoint import DTYPES, FLOAT_DTYPES, NAME_OF_DTYPE, TensorEntry, read_safetensors_header, read_tensor, sha256_file
 from .errors import OracleError, where
+from .precision import PORT_DTYPES  # noqa: F401  (the port dtypes a golden set carries tolerances for)
 
 INDEX_SCHEMA = "voxtral-oracle.golden/1"
 CASE_SCHEMA = "voxtral-oracle.golden-case/1"
