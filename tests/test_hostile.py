@@ -402,3 +402,10 @@ def test_no_warnings_without_verbose(capfd):
     with cli._quiet_stderr(verbose=True):
         os.write(2, b"libmpg123 note\n")
     assert "libmpg123 note" in capfd.readouterr().err
+
+
+def test_fifo_candidate_is_refused_without_blocking(capsys, tmp_path, golden_set):
+    """Issue 16's first example: `mkfifo c.safetensors; voxtral-oracle compare G c.safetensors` hung."""
+    os.mkfifo(tmp_path / "c.safetensors")
+    code, _, err = run_cli(capsys, "compare", golden_set, tmp_path / "c.safetensors")
+    assert code == 3 and err.strip().endswith("c.safetensors: is a named pipe, not a regular file"), err
