@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -30,6 +31,7 @@ import numpy as np
 
 from .checkpoint import DTYPES, FLOAT_DTYPES, NAME_OF_DTYPE, TensorEntry, read_safetensors_header, read_tensor, sha256_file
 from .errors import OracleError, where
+from .jsonio import open_regular, read_json_object
 from .precision import PORT_DTYPES  # noqa: F401  (the port dtypes a golden set carries tolerances for)
 
 INDEX_SCHEMA = "voxtral-oracle.golden/1"
@@ -115,16 +117,20 @@ def _broken(path, detail: str) -> OracleError:
 
 
 def _read_json(path: Path) -> Any:
+    """A golden index or manifest through the one hardened reader (regular file, size cap, nesting and
+    huge-integer limits); any defect is structural (exit 2)."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise _broken(path, "file not found") from None
-    except OSError as err:
-        raise OracleError(where(path, f"cannot read: {err.strerror or err}"), exit_code=3) from None
+        return read_json_object(path, what="golden JSON file")
+    except OracleError as err:
+        raise _broken(path, str(err).removeprefix(f"{path}: ")) from None
+
+
+def _stat_path(root: Path, what: str) -> tuple[bool, bool]:
+    """(exists, is a directory) for a path the user named; a name the OS refuses is a usage error."""
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise _broken(path, f"not valid JSON ({err})") from None
+        return root.exists(), root.is_dir()
+    except (OSError, ValueError) as err:
+        raise OracleError(where(root, f"{what}: {getattr(err, 'strerror', None) or err}"), exit_code=3) from None
 
 
 def _field(path, obj: dict, key: str, kind, label: str = ""):
@@ -257,9 +263,10 @@ def load_golden(path) -> GoldenSet:
     manifest) is checked, and every listed tensor must be stored with the listed shape and dtype.
     A damaged set raises OracleError with exit code 2; a path that is not a golden set, exit code 3."""
     root = Path(path)
-    if not root.exists():
+    exists, is_dir = _stat_path(root, "cannot use as a golden directory")
+    if not exists:
         raise OracleError(where(root, "golden directory not found"), exit_code=3)
-    if not root.is_dir():
+    if not is_dir:
         raise OracleError(where(root, "expected a golden directory (with index.json or manifest.json)"), exit_code=3)
     index_path = root / "index.json"
     if not index_path.is_file():
@@ -302,10 +309,12 @@ def _verify_from_parent_index(case_dir: Path) -> None:
     """A single case dir inside a set: verify its manifest against the parent's index when listed."""
     parent_index = case_dir.resolve().parent / "index.json"
     try:
-        index = json.loads(parent_index.read_text(encoding="utf-8"))
-        listed = [c for c in index.get("cases", []) if isinstance(c, dict) and c.get("dir") == case_dir.resolve().name]
-    except (OSError, ValueError, AttributeError):
+        index = read_json_object(parent_index)  # a missing or unreadable parent index: nothing to verify against
+    except OracleError:
         return
+    cases = index.get("cases")
+    listed = [c for c in cases if isinstance(c, dict) and c.get("dir") == case_dir.resolve().name] \
+        if isinstance(cases, list) else []
     if listed and isinstance(listed[0].get("sha256"), str):
         _check_sha(case_dir / "manifest.json", listed[0]["sha256"], str(parent_index))
 
@@ -320,8 +329,10 @@ def _bad_candidate(path, detail: str) -> OracleError:
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        with path.open("rb") as f:
+        with open_regular(path) as f:  # a FIFO named *.npy must not block
             magic = f.read(6)
+    except OracleError as err:
+        raise _bad_candidate(path, str(err).removeprefix(f"{path}: ")) from None
     except OSError as err:
         raise _bad_candidate(path, f"cannot read: {err.strerror or err}") from None
     if magic != b"\x93NUMPY":
@@ -333,8 +344,9 @@ def _load_npy(path: Path) -> np.ndarray:
             raise _bad_candidate(path, "holds an object array (Python objects); compare loads .npy files "
                                        "without pickle: save a numeric array") from None
         raise _bad_candidate(path, f"not a readable .npy file ({err})") from None
-    except (OSError, EOFError) as err:
-        raise _bad_candidate(path, f"not a readable .npy file ({err})") from None
+    except (OSError, EOFError, SyntaxError, TypeError, KeyError, tokenize.TokenError) as err:
+        # a damaged header dict: numpy parses it with Python's tokenizer and literal_eval
+        raise _bad_candidate(path, f"not a readable .npy file (damaged header: {type(err).__name__})") from None
     return arr
 
 
@@ -358,7 +370,8 @@ def load_candidate(path) -> dict[str, np.ndarray]:
     level of sub-directories is read too, with names qualified as ``<subdir>/<name>`` (for outputs that
     have the same name in two cases). Arrays are memory-mapped. Anything unreadable: OracleError, exit 3."""
     root = Path(path)
-    if not root.exists():
+    exists, is_dir = _stat_path(root, "cannot use as a candidate")
+    if not exists:
         raise _bad_candidate(root, "candidate not found")
     out = Candidate()
     out.path = str(root)
@@ -377,7 +390,7 @@ def load_candidate(path) -> dict[str, np.ndarray]:
             for name, arr in _load_safetensors(file).items():
                 add(prefix + name, arr, file)
 
-    if not root.is_dir():
+    if not is_dir:
         read_file(root, "")
         return out
     try:

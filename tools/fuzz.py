@@ -30,7 +30,6 @@ Exit code: 0 when no defect was found, 1 otherwise (the table is printed either 
 from __future__ import annotations
 
 import argparse
-import base64
 import io
 import json
 import math

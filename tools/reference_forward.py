@@ -52,7 +52,11 @@ def provenance(golden: GoldenSet) -> dict:
 
 def replay_set(golden: Path, components: str, precision: str, checkpoint: str | None = None) -> dict[str, np.ndarray]:
     """Every output of the selected cases, computed by the oracle from the cases' own (verified) inputs."""
-    gs = load_golden(golden)
+    try:
+        gs = load_golden(golden)
+    except OracleError as err:  # compare's usage code is 3; every other command's bad input is 2
+        err.exit_code = 2
+        raise
     prov = provenance(gs)
     ckpt = checkpoint or (builtin.tiny_checkpoint() if prov["checkpoint"] == "builtin:tiny" else prov["checkpoint"])
     setup = load_setup(ckpt, prov["delay_ms"])
