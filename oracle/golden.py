@@ -40,12 +40,14 @@ from .decoder import (
 )
 from .encoder import conv_stem, encoder_attention, encoder_layer, encoder_norm
 from .errors import OracleError
+from .fixpoint import greedy_fixpoint
 from .forward import audio_embeddings, decode_positions
+from .layer_major import Fed, feed_all, stream_teacher_forced
 from .layers import apply_rope, rms_norm, rope_angles, swiglu
 from .mel import log_mel
 from .pipeline import Setup, offline_mel
 from .precision import BF16, BFLOAT16, FLOAT32, FLOAT64, Precision
-from .streaming import Model, StreamingSession, generate_offline
+from .streaming import Model, StreamingSession, choose_resident, generate_offline, greedy_decode
 from .taps import Taps
 from .variant import REFERENCE, Variant
 from .weights import specs_of
@@ -79,16 +81,39 @@ class Context:
     framing: str = "offline"
     variant: Variant = REFERENCE  # a fault catalogue entry when producing a faulty candidate
     mel_floor: str = "global"  # "utterance" only for the per-utterance-max fault
+    weights: str = "auto"  # float32/bf16 decoder weights: resident | streamed | auto (by available memory)
+    # Models and results shared between cases (the float64 greedy tokens, the e2e forward), keyed by
+    # what they depend on; a fault's Context (oracle.faults) starts with an empty one.
     _models: dict = field(default_factory=dict)
 
     @property
     def ckpt(self) -> Checkpoint:
         return self.setup.ckpt
 
+    def resident(self, p: Precision) -> bool:
+        """Whether ``model(p)`` keeps converted weights. float64 streams (32 GB at full size); float32 and
+        bf16 (the same float32 weights) keep the decoder and the embedding when asked or when they fit."""
+        if p.name == FLOAT64.name:
+            return False
+        if self.weights != "auto":
+            return self.weights == "resident"
+        return choose_resident(self.ckpt, p, groups=("dec_layer", "dec_norm", "embedding"))
+
     def model(self, p: Precision) -> Model:
+        """One Model per precision; bf16 shares float32's converted weights (the same float32 arrays)."""
         if p.name not in self._models:
-            self._models[p.name] = Model(self.ckpt, p, variant=self.variant)
+            twin = next((m for m in self._models.values() if isinstance(m, Model) and m.p.dtype == p.dtype
+                         and m.resident), None)
+            self._models[p.name] = (twin.sharing(p) if twin is not None and p.name != FLOAT64.name else
+                                    Model(self.ckpt, p, resident=self.resident(p), variant=self.variant))
         return self._models[p.name]
+
+    def shared(self, key, make):
+        """``make()`` once per Context: work several cases need (the float64 greedy tokens)."""
+        key = ("shared", key)
+        if key not in self._models:
+            self._models[key] = make()
+        return self._models[key]
 
     def rng(self, case: str) -> np.random.Generator:
         return np.random.default_rng([self.seed, int.from_bytes(hashlib.sha256(case.encode()).digest()[:4], "little")])
@@ -109,6 +134,9 @@ class CaseSpec:
     margins: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None  # aux from f64 outputs
     prefix_of: Callable[[dict, dict], dict[str, int]] | None = None  # comparable rows per output (streams)
     rows_follow: dict = field(default_factory=dict)  # output -> {"tokens": name, "offset": P}: rows fed generated tokens
+    # (inputs, precision, golden outputs) -> the float outputs (and what prefix_of reads) of a float32/bf16
+    # run, when they can be had cheaper than from ``run`` (which also generates that precision's tokens)
+    tolerance_run: Callable[[dict, Precision, dict], dict[str, np.ndarray]] | None = None
 
 
 # -- the cases ----------------------------------------------------------------------------------
@@ -310,6 +338,52 @@ def _margins(logits: np.ndarray) -> np.ndarray:
     return top2[:, 1] - top2[:, 0]
 
 
+def _fed(proto, tokens, n: int) -> np.ndarray:
+    """tokens_in: prompt + the generated tokens, cut to n and padded with PAD after an EOS. -> [n] int64"""
+    fed = np.concatenate([proto.prompt, np.asarray(tokens, dtype=np.int64)])[:n]
+    return np.concatenate([fed, np.full(n - len(fed), proto.pad, dtype=np.int64)]).astype(np.int64)
+
+
+def e2e_fixpoint(ctx: Context) -> dict:
+    """The float64 greedy tokens of the offline pipeline and the float64 forward teacher-forced on them.
+
+    A float32 greedy run (``ctx.model(FLOAT32)``: resident decoder when it fits) guesses; one float64
+    forward, one layer at a time, checks and is the e2e golden itself (oracle.fixpoint). The tokens are
+    those of float64 step-by-step ``generate_offline`` (today's definition), in minutes at full size."""
+    proto, cfg = ctx.setup.protocol, ctx.ckpt.config
+    names = _e2e_names(cfg)
+    audio = ctx.audio.astype(np.float32).astype(np.float64)  # what the stored (float32) input holds
+    mel64 = offline_mel(audio, proto, FLOAT64, quantize=False)
+    enc_taps = Taps(*names)
+    a64 = audio_embeddings(ctx.ckpt, mel64, FLOAT64, tap=enc_taps, variant=ctx.variant)
+    n, n_prompt = len(a64), len(proto.prompt)
+    a32 = []
+    last = {}
+
+    def guess(prefix):
+        if not a32:
+            mel32 = offline_mel(audio, proto, FLOAT32, quantize=False)
+            a32.append(audio_embeddings(ctx.ckpt, mel32, FLOAT32, variant=ctx.variant))
+        return greedy_decode(ctx.model(FLOAT32), a32[0], proto, forced=prefix)
+
+    def check(tokens):
+        fed = _fed(proto, tokens, n)
+        taps = Taps(*names)
+        logits = decode_positions(ctx.ckpt, a64, fed, proto.t, FLOAT64, tap=taps, variant=ctx.variant)
+        last.update(fed=fed, taps=taps)
+        return logits
+
+    def exact():
+        return generate_offline(ctx.model(FLOAT64), mel64, proto)
+
+    fx = greedy_fixpoint(guess, check, exact, n_prompt, n - n_prompt, proto.eos)
+    out = None
+    if fx.logits is not None:  # the last check was fed exactly tokens_in: it is the e2e golden forward
+        taps = {**enc_taps.values, **last["taps"].values}
+        out = {k: taps[k] for k in names}
+    return {"tokens": fx.tokens, "fixpoint": fx, "audio": audio, "fed": _fed(proto, fx.tokens, n), "outputs": out}
+
+
 def case_e2e(ctx: Context) -> CaseSpec:
     if ctx.audio is None:
         raise OracleError("the end-to-end cases need audio")
@@ -319,14 +393,9 @@ def case_e2e(ctx: Context) -> CaseSpec:
 
     def inputs():
         """tokens_in = prompt + the float64 greedy tokens (teacher forcing), padded with PAD after an EOS."""
-        audio = ctx.audio.astype(np.float32).astype(np.float64)  # what the stored (float32) input holds
-        mel64 = offline_mel(audio, proto, FLOAT64, quantize=False)
-        n = mel64.shape[1] // cfg.mel_frames_per_token
-        fed = np.concatenate([proto.prompt, generate_offline(ctx.model(FLOAT64), mel64, proto)])[:n]
-        fed = np.concatenate([fed, np.full(n - len(fed), proto.pad, dtype=np.int64)])
-        return {"audio": ctx.audio, "tokens_in": fed.astype(np.int64)}
+        return {"audio": ctx.audio, "tokens_in": ctx.shared("e2e", lambda: e2e_fixpoint(ctx))["fed"]}
 
-    def run(i, p):
+    def forward(i, p):
         mel = log_mel(proto.pad_offline(i["audio"]).astype(p.dtype), p.dtype, floor=ctx.mel_floor)
         taps = Taps(*names)
         audio = audio_embeddings(ctx.ckpt, mel, p, tap=taps, variant=ctx.variant)
@@ -335,7 +404,16 @@ def case_e2e(ctx: Context) -> CaseSpec:
         fed = i["tokens_in"][: len(audio)]
         fed = np.concatenate([fed, np.full(len(audio) - len(fed), proto.pad, dtype=np.int64)])
         decode_positions(ctx.ckpt, audio, fed, proto.t, p, tap=taps, variant=ctx.variant)
-        out = {k: taps[k] for k in names}
+        return {k: taps[k] for k in names}, mel
+
+    def run(i, p):
+        if p.name == FLOAT64.name and ctx.mel_floor == "global":
+            fx = ctx.shared("e2e", lambda: e2e_fixpoint(ctx))
+            if (fx["outputs"] is not None and np.array_equal(i["audio"], fx["audio"])
+                    and np.array_equal(i["tokens_in"], fx["fed"])):
+                # The fixpoint's last check ran this very forward (same function, same inputs).
+                return {**fx["outputs"], "tokens": np.array(fx["tokens"], dtype=np.int64)}
+        out, mel = forward(i, p)
         out["tokens"] = np.array(generate_offline(ctx.model(p), mel, proto), dtype=np.int64)
         return out
 
@@ -352,7 +430,43 @@ def case_e2e(ctx: Context) -> CaseSpec:
                      "encoder_window": cfg.encoder.sliding_window, "decoder_window": cfg.decoder.sliding_window,
                      "left_pad_samples": proto.left_pad_samples, "right_pad_samples": proto.right_pad_samples(len(ctx.audio)),
                      "prompt": [int(t) for t in proto.prompt]},
-                    [("all", None)], run, token_outputs=("tokens",), margins=margins)
+                    [("all", None)], run, token_outputs=("tokens",), margins=margins,
+                    tolerance_run=lambda i, p, golden: forward(i, p)[0])
+
+
+def stream_fixpoint(ctx: Context, audio: np.ndarray) -> dict:
+    """The float64 streaming session's tokens, emission feeds, cache lengths and logits, computed
+    layer-major (oracle.layer_major) and checked as a greedy fixpoint (oracle.fixpoint).
+
+    Guess: the offline float64 tokens (the offline framing streams the same tokens) when the e2e case
+    computed them, else a float32 session; repairs continue a float32 session from the corrected prefix."""
+    proto = ctx.setup.protocol
+    n_prompt = len(proto.prompt)
+    n = proto.n_positions(len(audio))
+    model64 = ctx.model(FLOAT64)
+    last = {}
+
+    def guess(prefix):
+        fx = ctx._models.get(("shared", "e2e"))
+        if not prefix and ctx.framing == "offline" and fx is not None and np.array_equal(fx["audio"], audio):
+            return list(fx["tokens"])
+        session = StreamingSession(ctx.model(FLOAT32), proto, framing=ctx.framing, forced=prefix)
+        return feed_all(session, audio, STREAM_CHUNK).tokens
+
+    def check(tokens):
+        record, logits = stream_teacher_forced(model64, proto, ctx.framing, audio, STREAM_CHUNK, tokens)
+        last.update(record=record, logits=logits)
+        return logits
+
+    def exact():
+        return feed_all(StreamingSession(model64, proto, framing=ctx.framing), audio, STREAM_CHUNK).tokens
+
+    fx = greedy_fixpoint(guess, check, exact, n_prompt, n - n_prompt, proto.eos)
+    if fx.logits is None:  # a near-tie: the step-by-step session decided, so take everything from it
+        taps = Taps("logits")
+        record = feed_all(StreamingSession(model64, proto, framing=ctx.framing, tap=taps), audio, STREAM_CHUNK)
+        return {"record": record, "logits": taps["logits"], "fixpoint": fx, "audio": audio}
+    return {"record": last["record"], "logits": last["logits"], "fixpoint": fx, "audio": audio}
 
 
 def case_stream(ctx: Context) -> CaseSpec:
@@ -361,21 +475,32 @@ def case_stream(ctx: Context) -> CaseSpec:
     proto = ctx.setup.protocol
     n_prompt = len(proto.prompt)
 
+    def outputs(record: Fed, logits: np.ndarray) -> dict:
+        return {"stream.tokens": np.array(record.tokens, np.int64),
+                "stream.emitted_at": np.array(record.emitted_at, np.int64),
+                "stream.logits": logits, "stream.enc_cache_len": np.array(record.enc_cache_len, np.int64),
+                "stream.dec_cache_len": np.array(record.dec_cache_len, np.int64)}
+
     def run(i, p):
-        taps = Taps("logits")
-        session = StreamingSession(ctx.model(p), proto, framing=ctx.framing, tap=taps)
-        audio = i["audio"]
-        tokens, emitted, enc_len, dec_len = [], [], [], []
-        feeds = [audio[k:k + STREAM_CHUNK] for k in range(0, len(audio), STREAM_CHUNK)]
-        for step, chunk in enumerate(feeds + [None]):
-            new = session.feed(chunk) if chunk is not None else session.finish()
-            tokens += new
-            emitted += [step] * len(new)
-            enc_len.append(len(session.enc.kv[0]))
-            dec_len.append(len(session.dec.kv[0]))
-        return {"stream.tokens": np.array(tokens, np.int64), "stream.emitted_at": np.array(emitted, np.int64),
-                "stream.logits": taps["logits"], "stream.enc_cache_len": np.array(enc_len, np.int64),
-                "stream.dec_cache_len": np.array(dec_len, np.int64)}
+        if p.name == FLOAT64.name:  # layer-major, equal to the step-by-step session (tests/test_layer_major.py)
+            fx = ctx.shared(("stream", i["audio"].tobytes()), lambda: stream_fixpoint(ctx, i["audio"]))
+            return outputs(fx["record"], fx["logits"])
+        taps = Taps("logits")  # what a port in this precision streams: its own greedy tokens
+        record = feed_all(StreamingSession(ctx.model(p), proto, framing=ctx.framing, tap=taps), i["audio"], STREAM_CHUNK)
+        return outputs(record, taps["logits"])
+
+    def tolerance_run(i, p, golden):
+        """Teacher-forced on the golden tokens, layer-major: the rows a free-running session in ``p``
+        computes identically up to its first different token, which is where ``prefix`` stops comparing."""
+        tokens = [int(t) for t in golden["stream.tokens"]]
+        record, logits = stream_teacher_forced(ctx.model(p), proto, ctx.framing, i["audio"], STREAM_CHUNK, tokens)
+        own = tokens
+        for k, t in enumerate(tokens):
+            best = int(np.argmax(logits[n_prompt - 1 + k]))
+            if best != t:
+                own = tokens[:k] + [best]
+                break
+        return {"stream.tokens": np.array(own, np.int64), "stream.logits": logits}
 
     def margins(outs):
         steps = len(outs["stream.tokens"])
@@ -395,7 +520,8 @@ def case_stream(ctx: Context) -> CaseSpec:
                     [("all", None)], run, token_outputs=("stream.tokens",),
                     int_outputs=("stream.emitted_at", "stream.enc_cache_len", "stream.dec_cache_len"),
                     margins=margins, prefix_of=prefix,
-                    rows_follow={"stream.logits": {"tokens": "stream.tokens", "offset": n_prompt}})
+                    rows_follow={"stream.logits": {"tokens": "stream.tokens", "offset": n_prompt}},
+                    tolerance_run=tolerance_run)
 
 
 CASES: dict[str, Callable[[Context], CaseSpec]] = {
@@ -450,7 +576,7 @@ def measure_tolerances(spec: CaseSpec, inputs: dict, golden: dict[str, np.ndarra
     eps = {"float32": float(np.finfo(np.float32).eps), "bf16": 2.0 ** -8}  # unit roundoff x2 of each port dtype
     tol: dict[str, dict] = {k: {} for k in golden if k not in spec.token_outputs and k not in spec.int_outputs}
     for port, p in PORT_PRECISIONS.items():
-        got = run_case(spec, inputs, p)
+        got = (spec.tolerance_run(as_float64(inputs), p, golden) if spec.tolerance_run else run_case(spec, inputs, p))
         rows = spec.prefix_of(golden, got) if spec.prefix_of else {}
         for k in tol:
             g, a = golden[k], got[k].astype(np.float64)

@@ -50,10 +50,11 @@ VLLM_LOOK_AHEAD = 40  # samples after it (2.5 ms)
 FRAMINGS = ("offline", "vllm")
 
 
-def resident_bytes(ckpt: Checkpoint, p: Precision) -> int:
-    """Bytes of every layer converted to the compute dtype (the embedding stays memory-mapped)."""
-    n = sum(int(np.prod(e.shape)) for (g, _, _), name in ckpt._names.items() if g != "embedding"
-            for e in [ckpt.index[name]])
+def resident_bytes(ckpt: Checkpoint, p: Precision, groups=None) -> int:
+    """Bytes of every layer converted to the compute dtype (the embedding stays memory-mapped), or of the
+    given weight groups (e.g. the decoder and embedding a greedy decode keeps)."""
+    n = sum(int(np.prod(e.shape)) for (g, _, _), name in ckpt._names.items()
+            if (g in groups if groups is not None else g != "embedding") for e in [ckpt.index[name]])
     return n * p.dtype.itemsize
 
 
@@ -69,11 +70,11 @@ def available_memory() -> int | None:
     return None
 
 
-def choose_resident(ckpt: Checkpoint, p: Precision, budget: float = 0.8) -> bool:
+def choose_resident(ckpt: Checkpoint, p: Precision, budget: float = 0.8, groups=None) -> bool:
     """Keep converted weights resident when they fit in ``budget`` of the available memory (the full model:
     16 GB in float32 fits a 24 GB machine, 32 GB in float64 does not and is streamed layer by layer)."""
     avail = available_memory()
-    return avail is None or resident_bytes(ckpt, p) <= budget * avail
+    return avail is None or resident_bytes(ckpt, p, groups) <= budget * avail
 
 
 class Model:
@@ -87,6 +88,14 @@ class Model:
         self.config = ckpt.config
         self._cache: dict = {}
         self._arena = None if resident else Arena()  # streamed layers reuse one set of buffers
+
+    def sharing(self, p: Precision) -> "Model":
+        """A Model in policy ``p`` (same compute dtype) that reuses this one's converted weights: the bf16
+        emulation computes with the float32 weights, so its tolerance run need not convert them again."""
+        assert p.dtype == self.p.dtype, (p.name, self.p.name)
+        twin = Model(self.ckpt, p, resident=self.resident, variant=self.variant)
+        twin._cache = self._cache
+        return twin
 
     def _get(self, key, load, small: bool = False):
         """``load()`` once when resident (or when the value is ``small``), every time otherwise."""
@@ -115,7 +124,7 @@ class Model:
         return self._get("dec_norm", lambda: self.ckpt.decoder_norm(self.p))
 
     def ada_scale(self, i, t_cond):
-        return self._get(("ada", i, t_cond.tobytes()), lambda: layer_ada_scale(t_cond, self.decoder_layer(i), self.p),
+        return self._get(("ada", self.p.name, i, t_cond.tobytes()), lambda: layer_ada_scale(t_cond, self.decoder_layer(i), self.p),
                          small=True)
 
     def embedding_rows(self, rows):
@@ -204,15 +213,28 @@ def generate_offline(model: Model, mel: np.ndarray, proto: Protocol, tap=no_tap,
     at p = P, P+1, ... Stops after EOS (kept in the output) or after generating N − P tokens (HF's
     max_length = N: the last audio embedding A[N−1] is never consumed).
     """
-    audio = model.variant.audio_to_decoder(audio_embeddings(model.ckpt, mel, model.p, tap=tap, variant=model.variant,
-                                                            progress=progress))
-    prompt = proto.prompt
+    audio = audio_embeddings(model.ckpt, mel, model.p, tap=tap, variant=model.variant, progress=progress)
+    return greedy_decode(model, audio, proto, tap=tap, progress=progress)
+
+
+def greedy_decode(model: Model, audio: np.ndarray, proto: Protocol, forced=(), tap=no_tap, progress=None) -> list[int]:
+    """Greedy tokens from audio embeddings A [N, D] (``generate_offline`` after the encoder).
+
+    ``forced``: the first tokens, given rather than chosen (prefilled with the prompt in one step); the
+    greedy fixpoint (oracle.fixpoint) continues a cheap run from a corrected prefix this way. The
+    output starts with them."""
+    audio = model.variant.audio_to_decoder(audio)
+    prompt, forced = proto.prompt, [int(t) for t in forced]
     n, n_prompt = audio.shape[0], len(prompt)
     if n <= n_prompt - 1:
         raise OracleError(f"audio gives {n} positions, fewer than the {n_prompt}-token prompt")
+    assert len(forced) <= n - n_prompt and proto.eos not in forced[:-1], (len(forced), n - n_prompt)
+    if forced and (forced[-1] == proto.eos or len(forced) == n - n_prompt):
+        return forced  # nothing left to generate
     t_cond = time_condition(proto.t, model.config.decoder, model.p, tap=tap)
-    logits, state = decoder_step(model, audio[:n_prompt], prompt, t_cond, DecoderState.start(model), tap=tap)
-    out = [greedy(logits[-1])]
+    first = np.concatenate([prompt, np.array(forced, dtype=np.int64)])
+    logits, state = decoder_step(model, audio[:len(first)], first, t_cond, DecoderState.start(model), tap=tap)
+    out = forced + [greedy(logits[-1])]
     while state.position < n - 1 and out[-1] != proto.eos:
         pos = state.position
         logits, state = decoder_step(model, audio[pos:pos + 1], np.array([out[-1]]), t_cond, state, tap=tap)
@@ -232,7 +254,7 @@ class StreamingSession:
     which is silence either way; see ``finish``).
     """
 
-    def __init__(self, model: Model, proto: Protocol, framing: str = "offline", tap=no_tap):
+    def __init__(self, model: Model, proto: Protocol, framing: str = "offline", tap=no_tap, forced=()):
         if framing not in FRAMINGS:
             raise OracleError(f"unknown framing {framing!r}: choose one of {', '.join(FRAMINGS)}")
         self.model, self.proto, self.framing, self.tap = model, proto, framing, tap
@@ -250,6 +272,8 @@ class StreamingSession:
         self.finished = False
         self.done = False  # EOS seen or stream exhausted
         self.n_positions: int | None = None  # known at finish
+        self.forced = [int(t) for t in forced]  # the first tokens, given instead of chosen (oracle.fixpoint)
+        self.n_emitted = 0
         self._push(np.zeros(proto.left_pad_samples))
 
     # -- audio intake ---------------------------------------------------------------------------
@@ -337,9 +361,8 @@ class StreamingSession:
         window = self._window(*self._offline_window(p))
         mel = log_mel(window.astype(self.model.p.dtype), self.model.p.dtype, center=False)  # [M, 8]
         self.tap("mel", mel, axis=1)
-        a, self.enc = encoder_step(self.model, mel, self.enc, tap=self.tap)
+        self._queue(self._encoder_step(mel))
         self._forget_before(spt * (p + 1) - N_FFT // 2)
-        self._queue(a)
 
     def _encode_vllm_first(self, end: int) -> None:
         window = self._window(0, end)
@@ -347,8 +370,7 @@ class StreamingSession:
         usable = mel.shape[1] - mel.shape[1] % self.model.config.mel_frames_per_token
         mel = mel[:, :usable]
         self.tap("mel", mel, axis=1)
-        a, self.enc = encoder_step(self.model, mel, self.enc, tap=self.tap)
-        self._queue(a)
+        self._queue(self._encoder_step(mel))
 
     def _encode_vllm_step(self, p: int) -> None:
         spt, c = self.proto.samples_per_token, self.model.config
@@ -360,10 +382,8 @@ class StreamingSession:
         self.tap("mel", mel[:, -c.mel_frames_per_token:], axis=1)
         fresh = ConvState.zeros(c.audio.num_mel_bins, c.encoder.dim, self.model.p.dtype)
         n_conv = mel.shape[1] // 2
-        a, self.enc = encoder_step(self.model, mel, self.enc, tap=self.tap, conv_state=fresh,
-                                   drop_frames=n_conv - c.downsample_factor)
+        self._queue(self._encoder_step(mel, conv_state=fresh, drop_frames=n_conv - c.downsample_factor))
         self._forget_before(spt * (p + 1) - VLLM_LOOK_BACK)
-        self._queue(a)
 
     def _queue(self, a: np.ndarray) -> None:
         self.audio.append(a)
@@ -387,14 +407,28 @@ class StreamingSession:
                 take, tokens = n_prompt - pos, self.prompt[pos:]
             else:
                 take, tokens = 1, np.array([self.last_token])
-            logits, self.dec = decoder_step(self.model, audio[:take], tokens, self.t_cond, self.dec, tap=self.tap)
+            chosen = self._decoder_step(audio[:take], tokens)
             audio = audio[take:]
-            self.last_token = greedy(logits[-1])
+            self.last_token = self.forced[self.n_emitted] if self.n_emitted < len(self.forced) else chosen
+            self.n_emitted += 1
             out.append(self.last_token)
             if self.last_token == self.proto.eos:
                 self.done = True
         self.audio = [audio] if audio is not None and len(audio) else []
         return out
+
+    # -- the two computations the schedule drives (oracle.layer_major replays the schedule without them) --
+
+    def _encoder_step(self, mel: np.ndarray, conv_state: ConvState | None = None, drop_frames: int = 0) -> np.ndarray:
+        """Encode new mel frames [M, 2k] with the cached context -> audio embeddings [k', D]."""
+        a, self.enc = encoder_step(self.model, mel, self.enc, tap=self.tap, conv_state=conv_state,
+                                   drop_frames=drop_frames)
+        return a
+
+    def _decoder_step(self, audio: np.ndarray, tokens: np.ndarray) -> int:
+        """Feed n positions (their audio [n, D] and token ids [n]) -> the greedy token after the last."""
+        logits, self.dec = decoder_step(self.model, audio, tokens, self.t_cond, self.dec, tap=self.tap)
+        return greedy(logits[-1])
 
     # -- inspection -----------------------------------------------------------------------------
 
