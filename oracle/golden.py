@@ -40,9 +40,9 @@ from .decoder import (
 )
 from .encoder import conv_stem, encoder_attention, encoder_layer, encoder_norm
 from .errors import OracleError
-from .fixpoint import greedy_fixpoint
+from .fixpoint import first_mismatch, greedy_fixpoint
 from .forward import audio_embeddings, decode_positions
-from .layer_major import Fed, feed_all, stream_teacher_forced
+from .layer_major import Fed, Plan, feed_all, stream_teacher_forced
 from .layers import apply_rope, rms_norm, rope_angles, swiglu
 from .mel import log_mel
 from .pipeline import Setup, offline_mel
@@ -421,6 +421,12 @@ def case_e2e(ctx: Context) -> CaseSpec:
         steps = len(outs["tokens"])
         return {"tokens.margin": _margins(outs["logits"][n_prompt - 1: n_prompt - 1 + steps])}
 
+    def tolerance_run(i, p, golden):
+        out = forward(i, p)[0]
+        # kept for the stream case: teacher-forced on the same tokens, its offline-framed logits are these rows
+        ctx.shared(("e2e_forward", p.name), lambda: {"audio": i["audio"], "fed": i["tokens_in"], "logits": out["logits"]})
+        return out
+
     return CaseSpec("e2e", "e2e", "offline pipeline: audio -> pad (32 tokens left; alignment + delay + 11 tokens right) "
                     "-> log-mel -> conv stem -> encoder -> adapter -> A[p] + Emb[tokens_in[p]] -> decoder -> logits "
                     "(teacher-forced on tokens_in = prompt + golden tokens); tokens = greedy generation (HF generate schedule)",
@@ -431,7 +437,7 @@ def case_e2e(ctx: Context) -> CaseSpec:
                      "left_pad_samples": proto.left_pad_samples, "right_pad_samples": proto.right_pad_samples(len(ctx.audio)),
                      "prompt": [int(t) for t in proto.prompt]},
                     [("all", None)], run, token_outputs=("tokens",), margins=margins,
-                    tolerance_run=lambda i, p, golden: forward(i, p)[0])
+                    tolerance_run=tolerance_run)
 
 
 def stream_fixpoint(ctx: Context, audio: np.ndarray) -> dict:
@@ -445,6 +451,16 @@ def stream_fixpoint(ctx: Context, audio: np.ndarray) -> dict:
     n = proto.n_positions(len(audio))
     model64 = ctx.model(FLOAT64)
     last = {}
+    e2e = ctx._models.get(("shared", "e2e"))
+    if ctx.framing == "offline" and e2e is not None and e2e["outputs"] is not None and np.array_equal(e2e["audio"], audio):
+        # Offline framing: every position's audio embedding is the offline one and the tokens fed are
+        # e2e's, so the session's logits are the rows of the e2e forward already computed (causal: row
+        # p sees positions <= p only). Equal to the step-by-step session to ~1e-15 (tests/test_layer_major.py).
+        plan = Plan(model64, proto, "offline", e2e["tokens"])
+        record = feed_all(plan, audio, STREAM_CHUNK)
+        logits = e2e["outputs"]["logits"][:plan.n_fed]
+        if first_mismatch(logits, record.tokens, n_prompt, n - n_prompt, proto.eos) is None:
+            return {"record": record, "logits": logits, "fixpoint": e2e["fixpoint"], "audio": audio}
 
     def guess(prefix):
         fx = ctx._models.get(("shared", "e2e"))
@@ -493,7 +509,13 @@ def case_stream(ctx: Context) -> CaseSpec:
         """Teacher-forced on the golden tokens, layer-major: the rows a free-running session in ``p``
         computes identically up to its first different token, which is where ``prefix`` stops comparing."""
         tokens = [int(t) for t in golden["stream.tokens"]]
-        record, logits = stream_teacher_forced(ctx.model(p), proto, ctx.framing, i["audio"], STREAM_CHUNK, tokens)
+        n_fed = len(golden["stream.logits"])
+        e2e = ctx._models.get(("shared", ("e2e_forward", p.name)))
+        if (ctx.framing == "offline" and e2e is not None and np.array_equal(e2e["audio"], i["audio"])
+                and np.array_equal(e2e["fed"][:n_fed], _fed(proto, tokens, n_fed))):
+            logits = e2e["logits"][:n_fed]  # the same rows (see stream_fixpoint)
+        else:
+            _, logits = stream_teacher_forced(ctx.model(p), proto, ctx.framing, i["audio"], STREAM_CHUNK, tokens)
         own = tokens
         for k, t in enumerate(tokens):
             best = int(np.argmax(logits[n_prompt - 1 + k]))

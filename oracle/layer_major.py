@@ -70,6 +70,11 @@ class Plan(StreamingSession):
                                 self.dec.position + len(tokens))
         return self.proto.pad  # replaced by the forced token; past the given tokens the check catches it
 
+    @property
+    def n_fed(self) -> int:
+        """Decoder positions fed so far (rows of the session's logits)."""
+        return sum(len(f) for f in self.fed)
+
     @staticmethod
     def _grow(state, n: int, window: int) -> tuple[KV, ...]:
         pos = state.position + np.arange(n, dtype=np.int64)
@@ -104,7 +109,7 @@ def teacher_forced(plan: Plan, model: Model, tap=no_tap) -> np.ndarray:
     """Run the planned session's layers one at a time over all its feeds. -> logits [n, V] of every
     decoded position (the rows a step-by-step session's ``logits`` tap concatenates)."""
     c, p, ckpt = model.config, model.p, model.ckpt
-    fed = np.concatenate(plan.fed) if plan.fed else np.zeros(0, np.int64)
+    fed = np.concatenate(plan.fed) if plan.fed else np.zeros(0, np.int64)  # [n]
     n = len(fed)
     x = np.concatenate(plan.frames)  # [S, De], positions 0..S-1 (the session never skips one)
     positions = np.arange(x.shape[0], dtype=np.int64)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from oracle import builtin
-from oracle.golden import Context, stream_fixpoint
+from oracle.golden import Context, e2e_fixpoint, stream_fixpoint
 from oracle.layer_major import feed_all, stream_teacher_forced
 from oracle.pipeline import load_setup
 from oracle.precision import FLOAT64
@@ -57,10 +57,16 @@ def test_layer_major_equals_stepwise(model_setup, chunk, framing):
     assert got_logits.shape == logits.shape and rel(got_logits, logits) <= REL
 
 
-def test_stream_golden_fixpoint_equals_stepwise(model_setup):
-    """The stream golden: guessed from a float32 session, checked layer-major in float64."""
+@pytest.mark.parametrize("after_e2e", [False, True])
+def test_stream_golden_fixpoint_equals_stepwise(model_setup, after_e2e):
+    """The stream golden: alone, guessed from a float32 session and checked layer-major in float64; after
+    the e2e case (offline framing), the rows of e2e's float64 forward on the same tokens."""
     audio = clip(40000).astype(np.float32).astype(np.float64)
     record, logits, _ = stepwise(model_setup, audio, 1280)
-    fx = stream_fixpoint(Context(model_setup, audio, 0), audio)
+    ctx = Context(model_setup, audio, 0)
+    if after_e2e:
+        ctx.shared("e2e", lambda: e2e_fixpoint(ctx))
+    fx = stream_fixpoint(ctx, audio)
+    assert (fx["fixpoint"] is ctx._models.get(("shared", "e2e"), {}).get("fixpoint")) == after_e2e  # which path ran
     assert fx["record"] == record
     assert rel(fx["logits"], logits) <= REL
