@@ -57,6 +57,7 @@ PORT_PRECISIONS = {"float32": FLOAT32, "bf16": BFLOAT16}
 STORED = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64), "bf16": BF16}
 SAFETENSORS_NAME = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", BF16: "BF16", np.dtype(np.int64): "I64"}
 STREAM_CHUNK = 1280  # samples per feed in the stream case: one token's worth (80 ms)
+RESIDENT_GROUPS = ("dec_layer", "dec_norm", "embedding")  # what a resident float32 Model keeps here (greedy runs)
 
 CONVENTIONS = {
     "order": "row-major (C order)",
@@ -97,7 +98,7 @@ class Context:
             return False
         if self.weights != "auto":
             return self.weights == "resident"
-        return choose_resident(self.ckpt, p, groups=("dec_layer", "dec_norm", "embedding"))
+        return choose_resident(self.ckpt, p, groups=RESIDENT_GROUPS)
 
     def model(self, p: Precision) -> Model:
         """One Model per precision; bf16 shares float32's converted weights (the same float32 arrays)."""
@@ -395,7 +396,7 @@ def case_e2e(ctx: Context) -> CaseSpec:
         """tokens_in = prompt + the float64 greedy tokens (teacher forcing), padded with PAD after an EOS."""
         return {"audio": ctx.audio, "tokens_in": ctx.shared("e2e", lambda: e2e_fixpoint(ctx))["fed"]}
 
-    def forward(i, p):
+    def forward(i, p, resident=None):
         mel = log_mel(proto.pad_offline(i["audio"]).astype(p.dtype), p.dtype, floor=ctx.mel_floor)
         taps = Taps(*names)
         audio = audio_embeddings(ctx.ckpt, mel, p, tap=taps, variant=ctx.variant)
@@ -403,7 +404,7 @@ def case_e2e(ctx: Context) -> CaseSpec:
         # a port with that fault decodes its own N, so take as many fed tokens as it has positions.
         fed = i["tokens_in"][: len(audio)]
         fed = np.concatenate([fed, np.full(len(audio) - len(fed), proto.pad, dtype=np.int64)])
-        decode_positions(ctx.ckpt, audio, fed, proto.t, p, tap=taps, variant=ctx.variant)
+        decode_positions(ctx.ckpt, audio, fed, proto.t, p, tap=taps, variant=ctx.variant, resident=resident)
         return {k: taps[k] for k in names}, mel
 
     def run(i, p):
@@ -422,7 +423,8 @@ def case_e2e(ctx: Context) -> CaseSpec:
         return {"tokens.margin": _margins(outs["logits"][n_prompt - 1: n_prompt - 1 + steps])}
 
     def tolerance_run(i, p, golden):
-        out = forward(i, p)[0]
+        model = ctx.model(p)  # float32's resident decoder (from the greedy guess) serves float32 and bf16
+        out = forward(i, p, resident=model if model.resident else None)[0]
         # kept for the stream case: teacher-forced on the same tokens, its offline-framed logits are these rows
         ctx.shared(("e2e_forward", p.name), lambda: {"audio": i["audio"], "fed": i["tokens_in"], "logits": out["logits"]})
         return out

@@ -2,22 +2,30 @@
 
     voxtral-oracle golden [CKPT] [--audio AUDIO] --out DIR [--dtype float32|float64|bf16]
                           [--components LIST] [--framing offline|vllm] [--delay-ms N] [--seed N]
+                          [--weights auto|resident|streamed]
 
 Without CKPT / --audio: the built-in tiny checkpoint and speech clip (the project's main job).
 Values are computed in float64 and stored in --dtype (default float32); tolerances for float32 and
-bf16 ports are measured by re-running every case in those precisions (golden/SPEC.md).
+bf16 ports are measured by re-running every case in those precisions (golden/SPEC.md). The float64 greedy
+tokens are guessed by a float32 run and checked by one float64 forward (oracle/fixpoint.py); --weights
+says whether that float32 run keeps its converted decoder weights (fast) or re-reads them per token.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 from oracle import builtin
 from oracle.audio import load_audio
-from oracle.golden import STORED, Context, offline_audio, provenance_for, select_cases, write_golden_set
+from oracle.golden import (RESIDENT_GROUPS, STORED, Context, offline_audio, provenance_for, select_cases,
+                           write_golden_set)
 from oracle.pipeline import load_setup
-from oracle.streaming import FRAMINGS
+from oracle.precision import FLOAT32
+from oracle.streaming import FRAMINGS, resident_bytes
+
+CASES_NEEDING_GREEDY = {"e2e", "stream"}
 
 from oracle_tools.progress import Progress
 
@@ -31,15 +39,19 @@ def add_arguments(p) -> None:
     p.add_argument("--framing", choices=FRAMINGS, default="offline", help="framing of the streaming case")
     p.add_argument("--delay-ms", type=int, default=None)
     p.add_argument("--seed", type=int, default=0, help="seed of the random block inputs")
+    p.add_argument("--weights", choices=["auto", "resident", "streamed"], default="auto",
+                   help="float32/bf16 runs: resident keeps the converted decoder + embedding (13.7 GB at full "
+                        "size, fast greedy); streamed re-reads a layer when used; auto: resident if it fits 80%% of "
+                        "available memory. float64 always streams one layer at a time. The goldens are the same")
     p.add_argument("--quiet", action="store_true")
 
 
-def context_from(checkpoint: str | None, audio: str | None, delay_ms, seed: int, framing: str):
+def context_from(checkpoint: str | None, audio: str | None, delay_ms, seed: int, framing: str, weights: str = "auto"):
     ckpt_path = checkpoint or builtin.tiny_checkpoint()
     audio_path = audio or builtin.speech_clip()
     setup = load_setup(ckpt_path, delay_ms)
     samples = offline_audio(load_audio(audio_path, setup.ckpt.config.audio.sampling_rate))
-    ctx = Context(setup, samples, seed, framing)
+    ctx = Context(setup, samples, seed, framing, weights=weights)
     labels = ("builtin:tiny" if checkpoint is None else str(checkpoint),
               "builtin:clip.wav" if audio is None else str(audio),
               hashlib.sha256(Path(audio_path).read_bytes()).hexdigest())
@@ -49,12 +61,17 @@ def context_from(checkpoint: str | None, audio: str | None, delay_ms, seed: int,
 def run(args) -> int:
     cases = select_cases(args.components)
     ctx, (ckpt_label, audio_label, audio_sha) = context_from(args.checkpoint, args.audio, args.delay_ms, args.seed,
-                                                             args.framing)
+                                                             args.framing, args.weights)
     parts = ["voxtral-oracle golden"] + ([ckpt_label] if args.checkpoint else [])
     parts += ([f"--audio {audio_label}"] if args.audio else []) + ["--out <DIR>", f"--dtype {args.dtype}"]
     parts += ([f"--components {','.join(cases)}"] if args.components else [])
     parts += [f"--framing {args.framing}", f"--delay-ms {ctx.setup.protocol.delay_ms}", f"--seed {args.seed}"]
     prov = provenance_for(ctx, ckpt_label, audio_label, audio_sha, args.dtype, " ".join(parts))
+    if not args.quiet and CASES_NEEDING_GREEDY & set(cases):
+        size = resident_bytes(ctx.ckpt, FLOAT32, RESIDENT_GROUPS) / 2**30
+        print(f"weights: float32 decoder + embedding {'resident' if ctx.resident(FLOAT32) else 'streamed'} "
+              f"({size:.2f} GiB{', chosen by available memory' if args.weights == 'auto' else ''}); "
+              "float64 streamed one layer at a time", file=sys.stderr)
     progress = Progress("golden", enabled=False if args.quiet else None)
     out = write_golden_set(ctx, args.out, cases, args.dtype, prov, progress=progress)
     print(f"wrote {len(cases)} cases to {out} ({', '.join(cases)})")
