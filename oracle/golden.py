@@ -28,7 +28,6 @@ from . import __version__, blas
 from .adapter import adapter
 from .audio import quantize_int16
 from .checkpoint import Checkpoint, read_tensor, sha256_file, write_safetensors
-from .compare import CASE_SCHEMA, INDEX_SCHEMA
 from .decoder import (
     ada_norm,
     decoder_attention,
@@ -46,7 +45,7 @@ from .layer_major import Fed, Plan, feed_all, stream_teacher_forced
 from .layers import apply_rope, rms_norm, rope_angles, swiglu
 from .mel import log_mel
 from .pipeline import Setup, offline_mel
-from .precision import BF16, BFLOAT16, FLOAT32, FLOAT64, Precision
+from .precision import BFLOAT16, FLOAT32, FLOAT64, Precision, bf16
 from .streaming import Model, StreamingSession, choose_resident, generate_offline, greedy_decode
 from .taps import Taps
 from .variant import REFERENCE, Variant
@@ -54,8 +53,16 @@ from .weights import specs_of
 
 SAFETY = {"float32": 10.0, "bf16": 4.0}
 PORT_PRECISIONS = {"float32": FLOAT32, "bf16": BFLOAT16}
-STORED = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64), "bf16": BF16}
-SAFETENSORS_NAME = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", BF16: "BF16", np.dtype(np.int64): "I64"}
+STORED_NAMES = ("float32", "float64", "bf16")  # --dtype choices
+
+
+def stored_dtype(name: str) -> np.dtype:
+    return {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}.get(name) or bf16()
+
+
+def safetensors_name(dt: np.dtype) -> str:
+    names = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", np.dtype(np.int64): "I64"}
+    return names.get(dt) or {bf16(): "BF16"}[dt]
 STREAM_CHUNK = 1280  # samples per feed in the stream case: one token's worth (80 ms)
 RESIDENT_GROUPS = ("dec_layer", "dec_norm", "embedding")  # what a resident float32 Model keeps here (greedy runs)
 
@@ -666,7 +673,7 @@ def write_case(spec: CaseSpec, ctx: Context, out_dir: Path, order: int, stored: 
     write_safetensors(path, [(k, v.dtype, v.shape, v) for k, v in tensors.items()], metadata={"format": "np"})
 
     def meta(k, v, kind):
-        m = {"shape": list(v.shape), "dtype": SAFETENSORS_NAME[v.dtype], "layout": _layout(k, v.shape)}
+        m = {"shape": list(v.shape), "dtype": safetensors_name(v.dtype), "layout": _layout(k, v.shape)}
         if kind:
             m["kind"] = kind
         return m
@@ -681,6 +688,8 @@ def write_case(spec: CaseSpec, ctx: Context, out_dir: Path, order: int, stored: 
             outputs[k]["text"] = ctx.setup.tekken.decode([int(t) for t in v])
         if k in spec.rows_follow:
             outputs[k]["rows_follow"] = spec.rows_follow[k]
+    from .compare import CASE_SCHEMA  # here: compare's module loads what a comparison needs
+
     manifest = {
         "schema": CASE_SCHEMA,
         "name": spec.name,
@@ -732,11 +741,13 @@ def write_golden_set(ctx: Context, out_dir: str | Path, cases: list[str], stored
                      progress=None) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if stored_name not in STORED:
-        raise OracleError(f"unknown golden dtype {stored_name!r}: choose one of {', '.join(STORED)}")
+    if stored_name not in STORED_NAMES:
+        raise OracleError(f"unknown golden dtype {stored_name!r}: choose one of {', '.join(STORED_NAMES)}")
+    from .compare import INDEX_SCHEMA
+
     entries = []
     for k, name in enumerate(cases):
-        entries.append(write_case(CASES[name](ctx), ctx, out, k + 1, STORED[stored_name], provenance))
+        entries.append(write_case(CASES[name](ctx), ctx, out, k + 1, stored_dtype(stored_name), provenance))
         if progress:
             progress(k + 1, len(cases), name)
     index = {"schema": INDEX_SCHEMA, "cases": entries, "provenance": provenance}

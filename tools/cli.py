@@ -31,10 +31,15 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(getattr(self, "usage_exit_code", 2))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that command's module is imported (the others' full parsers are
+    not needed to run it, and importing every command costs ~1 s of numpy/scipy/ml_dtypes start-up)."""
     parser = _Parser(prog="voxtral-oracle", description="numpy reference implementation of Voxtral Mini 4B Realtime")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text)
+            continue
         mod = importlib.import_module(f"oracle_tools.{module}")
         p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip().splitlines()[0])
         p.usage_exit_code = getattr(mod, "USAGE_EXIT_CODE", 2)
@@ -44,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)  # the top level takes no option values
+    parser = build_parser(only=command if command in COMMANDS else "")
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -17,24 +17,20 @@ import hashlib
 import sys
 from pathlib import Path
 
-from oracle import builtin
-from oracle.audio import load_audio
-from oracle.golden import (RESIDENT_GROUPS, STORED, Context, offline_audio, provenance_for, select_cases,
-                           write_golden_set)
-from oracle.pipeline import load_setup
-from oracle.precision import FLOAT32
-from oracle.streaming import FRAMINGS, resident_bytes
-
-CASES_NEEDING_GREEDY = {"e2e", "stream"}
-
 from oracle_tools.progress import Progress
+
+# Only what the parser needs is imported here (``voxtral-oracle --help`` builds every parser); the
+# oracle's modules load when the command runs.
+STORED_NAMES = ("float32", "float64", "bf16")  # oracle.golden.STORED_NAMES
+FRAMINGS = ("offline", "vllm")  # oracle.streaming.FRAMINGS
+CASES_NEEDING_GREEDY = {"e2e", "stream"}
 
 
 def add_arguments(p) -> None:
     p.add_argument("checkpoint", metavar="CKPT", nargs="?", help="checkpoint directory (default: built-in tiny)")
     p.add_argument("--audio", metavar="AUDIO", help="audio file for the end-to-end cases (default: built-in clip)")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--dtype", choices=list(STORED), default="float32", help="stored dtype (computed in float64)")
+    p.add_argument("--dtype", choices=list(STORED_NAMES), default="float32", help="stored dtype (computed in float64)")
     p.add_argument("--components", metavar="LIST", help="comma-separated case names (default: all)")
     p.add_argument("--framing", choices=FRAMINGS, default="offline", help="framing of the streaming case")
     p.add_argument("--delay-ms", type=int, default=None)
@@ -47,6 +43,11 @@ def add_arguments(p) -> None:
 
 
 def context_from(checkpoint: str | None, audio: str | None, delay_ms, seed: int, framing: str, weights: str = "auto"):
+    from oracle import builtin
+    from oracle.audio import load_audio
+    from oracle.golden import Context, offline_audio
+    from oracle.pipeline import load_setup
+
     ckpt_path = checkpoint or builtin.tiny_checkpoint()
     audio_path = audio or builtin.speech_clip()
     setup = load_setup(ckpt_path, delay_ms)
@@ -59,6 +60,10 @@ def context_from(checkpoint: str | None, audio: str | None, delay_ms, seed: int,
 
 
 def run(args) -> int:
+    from oracle.golden import RESIDENT_GROUPS, provenance_for, select_cases, write_golden_set
+    from oracle.precision import FLOAT32
+    from oracle.streaming import resident_bytes
+
     cases = select_cases(args.components)
     ctx, (ckpt_label, audio_label, audio_sha) = context_from(args.checkpoint, args.audio, args.delay_ms, args.seed,
                                                              args.framing, args.weights)
