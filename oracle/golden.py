@@ -352,6 +352,18 @@ def _fed(proto, tokens, n: int) -> np.ndarray:
     return np.concatenate([fed, np.full(n - len(fed), proto.pad, dtype=np.int64)]).astype(np.int64)
 
 
+def offline_guess(ctx: Context, audio: np.ndarray, prefix: list[int]) -> list[int]:
+    """float32 offline greedy tokens of ``audio`` (starting with ``prefix``): the fixpoints' guess. The
+    encoder runs once per audio, one layer at a time; the decoder is ``ctx.model(FLOAT32)`` (resident when
+    it fits, so a token costs no weight conversion)."""
+    def embeddings():
+        mel32 = offline_mel(audio, ctx.setup.protocol, FLOAT32, quantize=False)
+        return audio_embeddings(ctx.ckpt, mel32, FLOAT32, variant=ctx.variant)
+
+    a32 = ctx.shared(("a32", audio.tobytes()), embeddings)
+    return greedy_decode(ctx.model(FLOAT32), a32, ctx.setup.protocol, forced=prefix)
+
+
 def e2e_fixpoint(ctx: Context) -> dict:
     """The float64 greedy tokens of the offline pipeline and the float64 forward teacher-forced on them.
 
@@ -365,14 +377,10 @@ def e2e_fixpoint(ctx: Context) -> dict:
     enc_taps = Taps(*names)
     a64 = audio_embeddings(ctx.ckpt, mel64, FLOAT64, tap=enc_taps, variant=ctx.variant)
     n, n_prompt = len(a64), len(proto.prompt)
-    a32 = []
     last = {}
 
     def guess(prefix):
-        if not a32:
-            mel32 = offline_mel(audio, proto, FLOAT32, quantize=False)
-            a32.append(audio_embeddings(ctx.ckpt, mel32, FLOAT32, variant=ctx.variant))
-        return greedy_decode(ctx.model(FLOAT32), a32[0], proto, forced=prefix)
+        return offline_guess(ctx, audio, prefix)
 
     def check(tokens):
         fed = _fed(proto, tokens, n)
@@ -453,8 +461,8 @@ def stream_fixpoint(ctx: Context, audio: np.ndarray) -> dict:
     """The float64 streaming session's tokens, emission feeds, cache lengths and logits, computed
     layer-major (oracle.layer_major) and checked as a greedy fixpoint (oracle.fixpoint).
 
-    Guess: the offline float64 tokens (the offline framing streams the same tokens) when the e2e case
-    computed them, else a float32 session; repairs continue a float32 session from the corrected prefix."""
+    Guess, offline framing (which streams the offline tokens): e2e's float64 tokens when that case ran,
+    else float32 offline greedy, also for repairs; vllm framing: a float32 session."""
     proto = ctx.setup.protocol
     n_prompt = len(proto.prompt)
     n = proto.n_positions(len(audio))
@@ -475,6 +483,8 @@ def stream_fixpoint(ctx: Context, audio: np.ndarray) -> dict:
         fx = ctx._models.get(("shared", "e2e"))
         if not prefix and ctx.framing == "offline" and fx is not None and np.array_equal(fx["audio"], audio):
             return list(fx["tokens"])
+        if ctx.framing == "offline":
+            return offline_guess(ctx, audio, prefix)
         session = StreamingSession(ctx.model(FLOAT32), proto, framing=ctx.framing, forced=prefix)
         return feed_all(session, audio, STREAM_CHUNK).tokens
 
