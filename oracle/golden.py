@@ -99,10 +99,11 @@ class Context:
         return self.setup.ckpt
 
     def resident(self, p: Precision) -> bool:
-        """Whether ``model(p)`` keeps converted weights. float64 streams (32 GB at full size); float32 and
-        bf16 (the same float32 weights) keep the decoder and the embedding when asked or when they fit."""
+        """Whether ``model(p)`` keeps converted weights. float64: only when the whole model fits (the tiny
+        one; 32 GB at full size streams); float32 and bf16 (the same float32 weights) keep the decoder and
+        the embedding when asked (``weights``) or when they fit."""
         if p.name == FLOAT64.name:
-            return False
+            return choose_resident(self.ckpt, p)
         if self.weights != "auto":
             return self.weights == "resident"
         return choose_resident(self.ckpt, p, groups=RESIDENT_GROUPS)
@@ -113,7 +114,8 @@ class Context:
             twin = next((m for m in self._models.values() if isinstance(m, Model) and m.p.dtype == p.dtype
                          and m.resident), None)
             self._models[p.name] = (twin.sharing(p) if twin is not None and p.name != FLOAT64.name else
-                                    Model(self.ckpt, p, resident=self.resident(p), variant=self.variant))
+                                    Model(self.ckpt, p, resident=self.resident(p), variant=self.variant,
+                                          keep=None if p.name == FLOAT64.name else RESIDENT_GROUPS))
         return self._models[p.name]
 
     def shared(self, key, make):
@@ -439,7 +441,7 @@ def case_e2e(ctx: Context) -> CaseSpec:
 
     def tolerance_run(i, p, golden):
         model = ctx.model(p)  # float32's resident decoder (from the greedy guess) serves float32 and bf16
-        out = forward(i, p, resident=model if model.resident else None)[0]
+        out = forward(i, p, resident=model if model.keeps("dec_layer") and model.keeps("embedding") else None)[0]
         # kept for the stream case: teacher-forced on the same tokens, its offline-framed logits are these rows
         ctx.shared(("e2e_forward", p.name), lambda: {"audio": i["audio"], "fed": i["tokens_in"], "logits": out["logits"]})
         return out

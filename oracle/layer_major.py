@@ -123,11 +123,11 @@ def teacher_forced(plan: Plan, model: Model, tap=no_tap) -> np.ndarray:
     x = decoder_input(audio, emb, p, tap=tap)
     positions = np.arange(n, dtype=np.int64)
     for i in range(c.decoder.n_layers):
-        w = model.decoder_layer(i) if model.resident else ckpt.decoder_layer(i, p, arena)
+        w = model.decoder_layer(i) if model.keeps("dec_layer") else ckpt.decoder_layer(i, p, arena)
         x, _ = model.variant.decoder_layer(x, positions, w, layer_ada_scale(plan.t_cond, w, p), c.decoder, p,
                                            tap=tap, name=f"dec.L{i:02d}")
     x = final_norm(x, model.decoder_norm(), c.decoder, p, tap=tap)
-    rows = model.embedding_rows if model.resident else (lambda r: ckpt.embedding_rows(r, p, arena))
+    rows = model.embedding_rows if model.keeps("embedding") else (lambda r: ckpt.embedding_rows(r, p, arena))
     return lm_head(x, rows, c.decoder.vocab_size, p, tap=tap)
 
 

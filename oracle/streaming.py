@@ -80,59 +80,67 @@ def choose_resident(ckpt: Checkpoint, p: Precision, budget: float = 0.8, groups=
 class Model:
     """Config + typed weights in one precision. ``resident=True`` converts every layer once and keeps it
     (fast decoding); ``resident=False`` re-reads a layer from the checkpoint each time it is used
-    (small: one layer in memory at a time); ``None`` chooses by available memory (``choose_resident``)."""
+    (small: one layer in memory at a time); ``None`` chooses by available memory (``choose_resident``).
+    ``keep``: when resident, only these weight groups are kept (e.g. the decoder and embedding a greedy
+    run reads every token), the others are streamed."""
 
-    def __init__(self, ckpt: Checkpoint, p: Precision, resident: bool | None = None, variant: Variant = REFERENCE):
-        resident = choose_resident(ckpt, p) if resident is None else resident
-        self.ckpt, self.p, self.resident, self.variant = ckpt, p, resident, variant
+    def __init__(self, ckpt: Checkpoint, p: Precision, resident: bool | None = None, variant: Variant = REFERENCE,
+                 keep: tuple[str, ...] | None = None):
+        resident = choose_resident(ckpt, p, groups=keep) if resident is None else resident
+        self.ckpt, self.p, self.resident, self.variant, self.keep = ckpt, p, resident, variant, keep
         self.config = ckpt.config
         self._cache: dict = {}
-        self._arena = None if resident else Arena()  # streamed layers reuse one set of buffers
+        self._arena = Arena()  # streamed layers reuse one set of buffers (kept ones are converted apart)
+
+    def keeps(self, group: str) -> bool:
+        """Whether weight group ``group`` stays converted once loaded."""
+        return self.resident and (self.keep is None or group in self.keep)
 
     def sharing(self, p: Precision) -> "Model":
         """A Model in policy ``p`` (same compute dtype) that reuses this one's converted weights: the bf16
         emulation computes with the float32 weights, so its tolerance run need not convert them again."""
         assert p.dtype == self.p.dtype, (p.name, self.p.name)
-        twin = Model(self.ckpt, p, resident=self.resident, variant=self.variant)
+        twin = Model(self.ckpt, p, resident=self.resident, variant=self.variant, keep=self.keep)
         twin._cache = self._cache
         return twin
 
-    def _get(self, key, load, small: bool = False):
-        """``load()`` once when resident (or when the value is ``small``), every time otherwise."""
-        if not (self.resident or small):
-            return load()
+    def _get(self, group: str, key, load, small: bool = False):
+        """``load(arena)`` once when the group is kept (or the value is ``small``), every time otherwise
+        (into the shared arena: one streamed layer alive at a time)."""
+        if not (self.keeps(group) or small):
+            return load(self._arena)
         if key not in self._cache:
-            self._cache[key] = load()
+            self._cache[key] = load(None)
         return self._cache[key]
 
     def conv(self):
-        return self._get("conv", lambda: self.ckpt.conv(self.p))
+        return self._get("conv", "conv", lambda arena: self.ckpt.conv(self.p))
 
     def encoder_layer(self, i):
-        return self._get(("enc", i), lambda: self.ckpt.encoder_layer(i, self.p, self._arena))
+        return self._get("enc_layer", ("enc", i), lambda arena: self.ckpt.encoder_layer(i, self.p, arena))
 
     def encoder_norm(self):
-        return self._get("enc_norm", lambda: self.ckpt.encoder_norm(self.p))
+        return self._get("enc_norm", "enc_norm", lambda arena: self.ckpt.encoder_norm(self.p))
 
     def adapter(self):
-        return self._get("adapter", lambda: self.ckpt.adapter(self.p))
+        return self._get("adapter", "adapter", lambda arena: self.ckpt.adapter(self.p))
 
     def decoder_layer(self, i):
-        return self._get(("dec", i), lambda: self.ckpt.decoder_layer(i, self.p, self._arena))
+        return self._get("dec_layer", ("dec", i), lambda arena: self.ckpt.decoder_layer(i, self.p, arena))
 
     def decoder_norm(self):
-        return self._get("dec_norm", lambda: self.ckpt.decoder_norm(self.p))
+        return self._get("dec_norm", "dec_norm", lambda arena: self.ckpt.decoder_norm(self.p))
 
     def ada_scale(self, i, t_cond):
-        return self._get(("ada", self.p.name, i, t_cond.tobytes()), lambda: layer_ada_scale(t_cond, self.decoder_layer(i), self.p),
-                         small=True)
+        return self._get("ada", ("ada", self.p.name, i, t_cond.tobytes()),
+                         lambda arena: layer_ada_scale(t_cond, self.decoder_layer(i), self.p), small=True)
 
     def embedding_rows(self, rows):
         """Token rows of the embedding (also the tied head). Resident: the table converted once (1.6 GB in
         float32 at full size; the LM head reads all of it every step). Streamed: memory-mapped and
         converted on use, so the 131072 x 3072 matrix is never converted whole."""
-        if self.resident:
-            return self._get("embedding", lambda: self.p.weight(self.ckpt.embedding_table()))[rows]
+        if self.keeps("embedding"):
+            return self._get("embedding", "embedding", lambda arena: self.p.weight(self.ckpt.embedding_table()))[rows]
         return self.p.weight(self.ckpt.embedding_table()[rows])
 
 

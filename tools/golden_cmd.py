@@ -38,7 +38,8 @@ def add_arguments(p) -> None:
     p.add_argument("--weights", choices=["auto", "resident", "streamed"], default="auto",
                    help="float32/bf16 runs: resident keeps the converted decoder + embedding (13.7 GB at full "
                         "size, fast greedy); streamed re-reads a layer when used; auto: resident if it fits 80%% of "
-                        "available memory. float64 always streams one layer at a time. The goldens are the same")
+                        "available memory. float64 streams one layer at a time unless the whole model fits. The goldens are "
+                        "the same")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -61,7 +62,7 @@ def context_from(checkpoint: str | None, audio: str | None, delay_ms, seed: int,
 
 def run(args) -> int:
     from oracle.golden import RESIDENT_GROUPS, provenance_for, select_cases, write_golden_set
-    from oracle.precision import FLOAT32
+    from oracle.precision import FLOAT32, FLOAT64
     from oracle.streaming import resident_bytes
 
     cases = select_cases(args.components)
@@ -76,7 +77,7 @@ def run(args) -> int:
         size = resident_bytes(ctx.ckpt, FLOAT32, RESIDENT_GROUPS) / 2**30
         print(f"weights: float32 decoder + embedding {'resident' if ctx.resident(FLOAT32) else 'streamed'} "
               f"({size:.2f} GiB{', chosen by available memory' if args.weights == 'auto' else ''}); "
-              "float64 streamed one layer at a time", file=sys.stderr)
+              f"float64 {'resident' if ctx.resident(FLOAT64) else 'streamed one layer at a time'}", file=sys.stderr)
     progress = Progress("golden", enabled=False if args.quiet else None)
     out = write_golden_set(ctx, args.out, cases, args.dtype, prov, progress=progress)
     print(f"wrote {len(cases)} cases to {out} ({', '.join(cases)})")
