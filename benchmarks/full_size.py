@@ -15,6 +15,12 @@ second round puts transformers first in each pair: see ``rounds``):
     matmul_floor    the forward's weight matmuls alone, float32, random operands of the same shapes:
                     the oracle's layers.linear (numpy, OpenBLAS) and torch's F.linear (MKL); the floor
                     under each side's forward on this machine
+    golden          `voxtral-oracle golden CKPT`: the full 16-case golden set of the built-in clip (the
+                    main job: float64 values, float32/bf16 tolerances), wall time and peak RSS
+    golden_e2e      the same with `--components e2e` alone
+    stream          seconds per 80 ms feed of a float32 streaming session (`transcribe --stream`: oracle
+                    StreamingSession, weights resident when they fit; transformers: the model doc's
+                    streaming generate with an input-features generator), the clip repeated to --seconds
 
 The oracle's forward starts with the checkpoint in the OS page cache (read through once, untimed),
 as transformers' forward starts with its weights in memory; both loads are timed apart.
@@ -43,8 +49,9 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["oracle:load", "hf:load", "oracle:forward_f32", "hf:forward_f32", "oracle:forward_f64",
-         "oracle:decode_step", "hf:decode_step", "oracle:matmul_floor", "hf:matmul_floor"]
-MEASUREMENTS = ("load", "forward_f32", "forward_f64", "decode_step", "matmul_floor")
+         "oracle:decode_step", "hf:decode_step", "oracle:matmul_floor", "hf:matmul_floor",
+         "oracle:golden", "oracle:golden_e2e", "oracle:stream", "hf:stream"]
+MEASUREMENTS = ("load", "forward_f32", "forward_f64", "decode_step", "matmul_floor", "golden", "golden_e2e", "stream")
 
 
 # -- analytic FLOPs --------------------------------------------------------------------------------
@@ -230,6 +237,36 @@ def run_one(task: str, ckpt_dir: Path, seconds: float, steps: int) -> dict:
             res["seconds"] = time.perf_counter() - t
             res["flops"] = forward_flops(ckpt.config, n)
             res["checksum"] = float(np.abs(logits).sum())
+        elif what in ("golden", "golden_e2e"):
+            import tempfile
+
+            from oracle_tools.cli import main as cli
+
+            res["page_cache_seconds"] = read_through(ckpt.files)
+            with tempfile.TemporaryDirectory() as out:
+                t = time.perf_counter()
+                rc = cli(["golden", str(ckpt_dir), "--out", out, "--quiet"]
+                         + (["--components", "e2e"] if what == "golden_e2e" else []))
+                res["seconds"] = time.perf_counter() - t
+                assert rc == 0, rc
+                index = json.loads((Path(out) / "index.json").read_text())
+                res["cases"] = len(index["cases"])
+        elif what == "stream":
+            from oracle.streaming import StreamingSession, choose_resident
+
+            audio = np.resize(load_clip(), int(seconds * 16000))
+            model = Model(ckpt, FLOAT32, resident=choose_resident(ckpt, FLOAT32))
+            session = StreamingSession(model, setup.protocol)
+            spt = setup.protocol.samples_per_token
+            times, tokens = [], 0
+            t = time.perf_counter()
+            for start in range(0, len(audio), spt):  # transcribe --stream's default 80 ms chunks
+                f = time.perf_counter()
+                tokens += len(session.feed(audio[start:start + spt]))
+                times.append(time.perf_counter() - f)
+            tokens += len(session.finish())
+            res.update(stream_result(time.perf_counter() - t, times, tokens))
+            res["resident"] = model.resident
         elif what == "decode_step":
             model = Model(ckpt, FLOAT32, resident=True)
             audio = audio_embeddings(ckpt, mel.astype(np.float32), FLOAT32)
@@ -266,6 +303,8 @@ def run_one(task: str, ckpt_dir: Path, seconds: float, steps: int) -> dict:
                     res["seconds"] = time.perf_counter() - t
                     res["flops"] = forward_flops(ckpt.config, n)
                     res["checksum"] = float(out.logits.abs().sum())
+                elif what == "stream":
+                    res.update(hf_stream(model, ckpt_dir, np.resize(load_clip(), int(seconds * 16000))))
                 elif what == "decode_step":
                     P = len(setup.protocol.prompt)
                     prompt = torch.from_numpy(setup.protocol.prompt[None])
@@ -279,6 +318,57 @@ def run_one(task: str, ckpt_dir: Path, seconds: float, steps: int) -> dict:
                     res["prefill_seconds"] = one
                     res["flops"] = step_flops(ckpt.config)
     return res
+
+
+def load_clip() -> np.ndarray:
+    from oracle import builtin
+    from oracle.audio import load_audio
+
+    return load_audio(builtin.speech_clip())
+
+
+def stream_result(total: float, feed_seconds: list[float], tokens: int) -> dict:
+    """A streaming run's numbers: ``seconds`` is the mean time per 80 ms feed (what the table compares)."""
+    return {"seconds": total / len(feed_seconds), "total_seconds": total, "feeds": len(feed_seconds),
+            "median_feed_seconds": float(np.median(feed_seconds)), "max_feed_seconds": float(np.max(feed_seconds)),
+            "tokens": tokens}
+
+
+def hf_stream(model, ckpt_dir: Path, audio: np.ndarray) -> dict:
+    """transformers' streaming generate, the model doc's recipe (tests/test_generate_hf.py runs the same
+    one for equality): the processor's first chunk, then 1280 new samples per chunk from a generator;
+    each chunk's time is measured between the generator's pulls."""
+    import torch
+    from transformers import MistralCommonBackend, VoxtralRealtimeFeatureExtractor, VoxtralRealtimeProcessor
+
+    proc = VoxtralRealtimeProcessor(feature_extractor=VoxtralRealtimeFeatureExtractor(),
+                                    tokenizer=MistralCommonBackend.from_pretrained(str(ckpt_dir)))
+    audio = np.pad(audio, (0, proc.num_right_pad_tokens * proc.raw_audio_length_per_tok))
+    first = proc(audio[:proc.num_samples_first_audio_chunk], is_streaming=True, is_first_audio_chunk=True,
+                 return_tensors="pt", sampling_rate=16000)
+    pulls: list[float] = []
+
+    def features():
+        pulls.append(time.perf_counter())
+        yield first.input_features
+        frame = proc.num_mel_frames_first_audio_chunk
+        hop, win = proc.feature_extractor.hop_length, proc.feature_extractor.win_length
+        start = frame * hop - win // 2
+        while (end := start + proc.num_samples_per_audio_chunk) < audio.shape[0]:
+            chunk = proc(audio[start:end], is_streaming=True, is_first_audio_chunk=False, return_tensors="pt",
+                         sampling_rate=16000).input_features
+            pulls.append(time.perf_counter())
+            yield chunk
+            frame += proc.audio_length_per_tok
+            start = frame * hop - win // 2
+
+    t = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(input_ids=first.input_ids, input_features=features(),
+                             num_delay_tokens=first.num_delay_tokens, do_sample=False)
+    total = time.perf_counter() - t
+    feed_seconds = list(np.diff(pulls + [t + total]))
+    return stream_result(total, feed_seconds, int(out.shape[1] - first.input_ids.shape[1]))
 
 
 def rounds(tasks: list[str], repeat: int) -> list[str]:

@@ -44,8 +44,11 @@ def audio_embeddings(ckpt: Checkpoint, mel: np.ndarray, p: Precision, tap=no_tap
 
 
 def decode_positions(ckpt: Checkpoint, audio: np.ndarray, tokens: np.ndarray, delay_tokens: float, p: Precision,
-                     tap=no_tap, variant: Variant = REFERENCE, progress=None) -> np.ndarray:
-    """The decoder over N positions given their audio embeddings and token ids. -> logits [N, V]."""
+                     tap=no_tap, variant: Variant = REFERENCE, progress=None, resident=None) -> np.ndarray:
+    """The decoder over N positions given their audio embeddings and token ids. -> logits [N, V].
+
+    ``resident``: a resident ``oracle.streaming.Model`` in ``p``'s dtype whose converted decoder weights
+    are used instead of reading each layer again (the same arrays, so the same bits)."""
     cfg = ckpt.config.decoder
     tokens = np.asarray(tokens, dtype=np.int64)
     assert tokens.ndim == 1 and audio.shape == (len(tokens), cfg.dim), (audio.shape, tokens.shape)
@@ -55,17 +58,18 @@ def decode_positions(ckpt: Checkpoint, audio: np.ndarray, tokens: np.ndarray, de
     positions = np.arange(len(tokens), dtype=np.int64)
     arena = Arena()
     for i in range(cfg.n_layers):
-        if i + 1 < cfg.n_layers:
+        if resident is None and i + 1 < cfg.n_layers:
             ckpt.prefetch("dec_layer", i + 1)
-        else:
+        elif resident is None:
             ckpt.prefetch("embedding", None)  # the LM head reads it next
-        w = ckpt.decoder_layer(i, p, arena)
+        w = ckpt.decoder_layer(i, p, arena) if resident is None else resident.decoder_layer(i)
         x, _ = variant.decoder_layer(x, positions, w, layer_ada_scale(t_cond, w, p), cfg, p, tap=tap,
                                      name=f"dec.L{i:02d}")
         if progress:
             progress(i + 1, cfg.n_layers, f"decoder layer {i}")
     x = final_norm(x, ckpt.decoder_norm(p), cfg, p, tap=tap)
-    return lm_head(x, lambda rows: ckpt.embedding_rows(rows, p, arena), cfg.vocab_size, p, tap=tap)
+    rows = (lambda r: ckpt.embedding_rows(r, p, arena)) if resident is None else resident.embedding_rows
+    return lm_head(x, rows, cfg.vocab_size, p, tap=tap)
 
 
 def forward(ckpt: Checkpoint, mel: np.ndarray, tokens: np.ndarray, delay_tokens: float, p: Precision,

@@ -28,7 +28,6 @@ from . import __version__, blas
 from .adapter import adapter
 from .audio import quantize_int16
 from .checkpoint import Checkpoint, read_tensor, sha256_file, write_safetensors
-from .goldenset import CASE_SCHEMA, INDEX_SCHEMA
 from .decoder import (
     ada_norm,
     decoder_attention,
@@ -41,22 +40,33 @@ from .decoder import (
 from .encoder import conv_stem, encoder_attention, encoder_layer, encoder_norm
 from .errors import OracleError
 from .float16_range import overflow_count
+from .fixpoint import first_mismatch, greedy_fixpoint
 from .forward import audio_embeddings, decode_positions
+from .layer_major import Fed, Plan, feed_all, stream_teacher_forced
 from .layers import apply_rope, rms_norm, rope_angles, swiglu
 from .layers import path as layers_path
 from .mel import log_mel
 from .pipeline import Setup, offline_mel
-from .precision import BF16, BFLOAT16, FLOAT16, FLOAT32, FLOAT64, Precision
-from .streaming import Model, StreamingSession, generate_offline
+from .precision import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, Precision, bf16
+from .streaming import Model, StreamingSession, choose_resident, generate_offline, greedy_decode
 from .taps import Taps
 from .variant import REFERENCE, Variant
 from .weights import specs_of
 
 SAFETY = {"float32": 10.0, "bf16": 4.0, "float16": 4.0}
 PORT_PRECISIONS = {"float32": FLOAT32, "bf16": BFLOAT16, "float16": FLOAT16}
-STORED = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64), "bf16": BF16}
-SAFETENSORS_NAME = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", BF16: "BF16", np.dtype(np.int64): "I64"}
+STORED_NAMES = ("float32", "float64", "bf16")  # --dtype choices
+
+
+def stored_dtype(name: str) -> np.dtype:
+    return {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}.get(name) or bf16()
+
+
+def safetensors_name(dt: np.dtype) -> str:
+    names = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", np.dtype(np.int64): "I64"}
+    return names.get(dt) or {bf16(): "BF16"}[dt]
 STREAM_CHUNK = 1280  # samples per feed in the stream case: one token's worth (80 ms)
+RESIDENT_GROUPS = ("dec_layer", "dec_norm", "embedding")  # what a resident float32 Model keeps here (greedy runs)
 
 CONVENTIONS = {
     "order": "row-major (C order)",
@@ -81,16 +91,42 @@ class Context:
     framing: str = "offline"
     variant: Variant = REFERENCE  # a fault catalogue entry when producing a faulty candidate
     mel_floor: str = "global"  # "utterance" only for the per-utterance-max fault
+    weights: str = "auto"  # float32/bf16 decoder weights: resident | streamed | auto (by available memory)
+    # Models and results shared between cases (the float64 greedy tokens, the e2e forward), keyed by
+    # what they depend on; a fault's Context (oracle.faults) starts with an empty one.
     _models: dict = field(default_factory=dict)
 
     @property
     def ckpt(self) -> Checkpoint:
         return self.setup.ckpt
 
+    def resident(self, p: Precision) -> bool:
+        """Whether ``model(p)`` keeps converted weights. float64: only when the whole model fits (the tiny
+        one; 32 GB at full size streams); float32 and bf16 (the same float32 weights) keep the decoder and
+        the embedding when asked (``weights``) or when they fit."""
+        if p.name == FLOAT64.name:
+            return choose_resident(self.ckpt, p)
+        if self.weights != "auto":
+            return self.weights == "resident"
+        return choose_resident(self.ckpt, p, groups=RESIDENT_GROUPS)
+
     def model(self, p: Precision) -> Model:
+        """One Model per precision; bf16 shares float32's converted weights (the same float32 arrays).
+        float16 computes in float32 too but stores its weights rounded to float16: it never shares."""
         if p.name not in self._models:
-            self._models[p.name] = Model(self.ckpt, p, variant=self.variant)
+            twin = next((m for m in self._models.values() if isinstance(m, Model) and m.p.dtype == p.dtype
+                         and m.p.f16_operands == p.f16_operands and m.resident), None)
+            self._models[p.name] = (twin.sharing(p) if twin is not None and p.name != FLOAT64.name else
+                                    Model(self.ckpt, p, resident=self.resident(p), variant=self.variant,
+                                          keep=None if p.name == FLOAT64.name else RESIDENT_GROUPS))
         return self._models[p.name]
+
+    def shared(self, key, make):
+        """``make()`` once per Context: work several cases need (the float64 greedy tokens)."""
+        key = ("shared", key)
+        if key not in self._models:
+            self._models[key] = make()
+        return self._models[key]
 
     def rng(self, case: str) -> np.random.Generator:
         return np.random.default_rng([self.seed, int.from_bytes(hashlib.sha256(case.encode()).digest()[:4], "little")])
@@ -111,6 +147,9 @@ class CaseSpec:
     margins: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None  # aux from f64 outputs
     prefix_of: Callable[[dict, dict], dict[str, int]] | None = None  # comparable rows per output (streams)
     rows_follow: dict = field(default_factory=dict)  # output -> {"tokens": name, "offset": P}: rows fed generated tokens
+    # (inputs, precision, golden outputs) -> the float outputs (and what prefix_of reads) of a float32/bf16
+    # run, when they can be had cheaper than from ``run`` (which also generates that precision's tokens)
+    tolerance_run: Callable[[dict, Precision, dict], dict[str, np.ndarray]] | None = None
 
 
 # -- the cases ----------------------------------------------------------------------------------
@@ -312,6 +351,60 @@ def _margins(logits: np.ndarray) -> np.ndarray:
     return top2[:, 1] - top2[:, 0]
 
 
+def _fed(proto, tokens, n: int) -> np.ndarray:
+    """tokens_in: prompt + the generated tokens, cut to n and padded with PAD after an EOS. -> [n] int64"""
+    fed = np.concatenate([proto.prompt, np.asarray(tokens, dtype=np.int64)])[:n]
+    return np.concatenate([fed, np.full(n - len(fed), proto.pad, dtype=np.int64)]).astype(np.int64)
+
+
+def offline_guess(ctx: Context, audio: np.ndarray, prefix: list[int]) -> list[int]:
+    """float32 offline greedy tokens of ``audio`` (starting with ``prefix``): the fixpoints' guess. The
+    encoder runs once per audio, one layer at a time; the decoder is ``ctx.model(FLOAT32)`` (resident when
+    it fits, so a token costs no weight conversion)."""
+    def embeddings():
+        mel32 = offline_mel(audio, ctx.setup.protocol, FLOAT32, quantize=False)
+        return audio_embeddings(ctx.ckpt, mel32, FLOAT32, variant=ctx.variant)
+
+    a32 = ctx.shared(("a32", audio.tobytes()), embeddings)
+    return greedy_decode(ctx.model(FLOAT32), a32, ctx.setup.protocol, forced=prefix)
+
+
+def e2e_fixpoint(ctx: Context) -> dict:
+    """The float64 greedy tokens of the offline pipeline and the float64 forward teacher-forced on them.
+
+    A float32 greedy run (``ctx.model(FLOAT32)``: resident decoder when it fits) guesses; one float64
+    forward, one layer at a time, checks and is the e2e golden itself (oracle.fixpoint). The tokens are
+    those of float64 step-by-step ``generate_offline`` (today's definition), in minutes at full size."""
+    proto, cfg = ctx.setup.protocol, ctx.ckpt.config
+    names = _e2e_names(cfg)
+    audio = ctx.audio.astype(np.float32).astype(np.float64)  # what the stored (float32) input holds
+    mel64 = offline_mel(audio, proto, FLOAT64, quantize=False)
+    enc_taps = Taps(*names)
+    a64 = audio_embeddings(ctx.ckpt, mel64, FLOAT64, tap=enc_taps, variant=ctx.variant)
+    n, n_prompt = len(a64), len(proto.prompt)
+    last = {}
+
+    def guess(prefix):
+        return offline_guess(ctx, audio, prefix)
+
+    def check(tokens):
+        fed = _fed(proto, tokens, n)
+        taps = Taps(*names)
+        logits = decode_positions(ctx.ckpt, a64, fed, proto.t, FLOAT64, tap=taps, variant=ctx.variant)
+        last.update(fed=fed, taps=taps)
+        return logits
+
+    def exact():
+        return generate_offline(ctx.model(FLOAT64), mel64, proto)
+
+    fx = greedy_fixpoint(guess, check, exact, n_prompt, n - n_prompt, proto.eos)
+    out = None
+    if fx.logits is not None:  # the last check was fed exactly tokens_in: it is the e2e golden forward
+        taps = {**enc_taps.values, **last["taps"].values}
+        out = {k: taps[k] for k in names}
+    return {"tokens": fx.tokens, "fixpoint": fx, "audio": audio, "fed": _fed(proto, fx.tokens, n), "outputs": out}
+
+
 def case_e2e(ctx: Context) -> CaseSpec:
     if ctx.audio is None:
         raise OracleError("the end-to-end cases need audio")
@@ -321,14 +414,9 @@ def case_e2e(ctx: Context) -> CaseSpec:
 
     def inputs():
         """tokens_in = prompt + the float64 greedy tokens (teacher forcing), padded with PAD after an EOS."""
-        audio = ctx.audio.astype(np.float32).astype(np.float64)  # what the stored (float32) input holds
-        mel64 = offline_mel(audio, proto, FLOAT64, quantize=False)
-        n = mel64.shape[1] // cfg.mel_frames_per_token
-        fed = np.concatenate([proto.prompt, generate_offline(ctx.model(FLOAT64), mel64, proto)])[:n]
-        fed = np.concatenate([fed, np.full(n - len(fed), proto.pad, dtype=np.int64)])
-        return {"audio": ctx.audio, "tokens_in": fed.astype(np.int64)}
+        return {"audio": ctx.audio, "tokens_in": ctx.shared("e2e", lambda: e2e_fixpoint(ctx))["fed"]}
 
-    def run(i, p):
+    def forward(i, p, resident=None):
         mel = log_mel(proto.pad_offline(i["audio"]).astype(p.dtype), p.dtype, audio=cfg.audio, floor=ctx.mel_floor)
         taps = Taps(*names)
         audio = audio_embeddings(ctx.ckpt, mel, p, tap=taps, variant=ctx.variant)
@@ -336,14 +424,30 @@ def case_e2e(ctx: Context) -> CaseSpec:
         # a port with that fault decodes its own N, so take as many fed tokens as it has positions.
         fed = i["tokens_in"][: len(audio)]
         fed = np.concatenate([fed, np.full(len(audio) - len(fed), proto.pad, dtype=np.int64)])
-        decode_positions(ctx.ckpt, audio, fed, proto.t, p, tap=taps, variant=ctx.variant)
-        out = {k: taps[k] for k in names}
+        decode_positions(ctx.ckpt, audio, fed, proto.t, p, tap=taps, variant=ctx.variant, resident=resident)
+        return {k: taps[k] for k in names}, mel
+
+    def run(i, p):
+        if p.name == FLOAT64.name and ctx.mel_floor == "global":
+            fx = ctx.shared("e2e", lambda: e2e_fixpoint(ctx))
+            if (fx["outputs"] is not None and np.array_equal(i["audio"], fx["audio"])
+                    and np.array_equal(i["tokens_in"], fx["fed"])):
+                # The fixpoint's last check ran this very forward (same function, same inputs).
+                return {**fx["outputs"], "tokens": np.array(fx["tokens"], dtype=np.int64)}
+        out, mel = forward(i, p)
         out["tokens"] = np.array(generate_offline(ctx.model(p), mel, proto), dtype=np.int64)
         return out
 
     def margins(outs):  # generated step k comes from position n_prompt - 1 + k
         steps = len(outs["tokens"])
         return {"tokens.margin": _margins(outs["logits"][n_prompt - 1: n_prompt - 1 + steps])}
+
+    def tolerance_run(i, p, golden):
+        model = ctx.model(p)  # float32's resident decoder (from the greedy guess) serves float32 and bf16
+        out = forward(i, p, resident=model if model.keeps("dec_layer") and model.keeps("embedding") else None)[0]
+        # kept for the stream case: teacher-forced on the same tokens, its offline-framed logits are these rows
+        ctx.shared(("e2e_forward", p.name), lambda: {"audio": i["audio"], "fed": i["tokens_in"], "logits": out["logits"]})
+        return out
 
     return CaseSpec(name="e2e", kind="e2e", description="offline pipeline: audio -> pad (32 tokens left; alignment + delay + 11 tokens right) "
                     "-> log-mel -> conv stem -> encoder -> adapter -> A[p] + Emb[tokens_in[p]] -> decoder -> logits "
@@ -354,7 +458,55 @@ def case_e2e(ctx: Context) -> CaseSpec:
                      "encoder_window": cfg.encoder.sliding_window, "decoder_window": cfg.decoder.sliding_window,
                      "left_pad_samples": proto.left_pad_samples, "right_pad_samples": proto.right_pad_samples(len(ctx.audio)),
                      "prompt": [int(t) for t in proto.prompt]},
-                    weights=[("all", None)], run=run, token_outputs=("tokens",), margins=margins)
+                    weights=[("all", None)], run=run, token_outputs=("tokens",), margins=margins,
+                    tolerance_run=tolerance_run)
+
+
+def stream_fixpoint(ctx: Context, audio: np.ndarray) -> dict:
+    """The float64 streaming session's tokens, emission feeds, cache lengths and logits, computed
+    layer-major (oracle.layer_major) and checked as a greedy fixpoint (oracle.fixpoint).
+
+    Guess, offline framing (which streams the offline tokens): e2e's float64 tokens when that case ran,
+    else float32 offline greedy, also for repairs; vllm framing: a float32 session."""
+    proto = ctx.setup.protocol
+    n_prompt = len(proto.prompt)
+    n = proto.n_positions(len(audio))
+    model64 = ctx.model(FLOAT64)
+    last = {}
+    e2e = ctx._models.get(("shared", "e2e"))
+    if ctx.framing == "offline" and e2e is not None and e2e["outputs"] is not None and np.array_equal(e2e["audio"], audio):
+        # Offline framing: every position's audio embedding is the offline one and the tokens fed are
+        # e2e's, so the session's logits are the rows of the e2e forward already computed (causal: row
+        # p sees positions <= p only). Equal to the step-by-step session to ~1e-15 (tests/test_layer_major.py).
+        plan = Plan(model64, proto, "offline", e2e["tokens"])
+        record = feed_all(plan, audio, STREAM_CHUNK)
+        logits = e2e["outputs"]["logits"][:plan.n_fed]
+        if first_mismatch(logits, record.tokens, n_prompt, n - n_prompt, proto.eos) is None:
+            return {"record": record, "logits": logits, "fixpoint": e2e["fixpoint"], "audio": audio}
+
+    def guess(prefix):
+        fx = ctx._models.get(("shared", "e2e"))
+        if not prefix and ctx.framing == "offline" and fx is not None and np.array_equal(fx["audio"], audio):
+            return list(fx["tokens"])
+        if ctx.framing == "offline":
+            return offline_guess(ctx, audio, prefix)
+        session = StreamingSession(ctx.model(FLOAT32), proto, framing=ctx.framing, forced=prefix)
+        return feed_all(session, audio, STREAM_CHUNK).tokens
+
+    def check(tokens):
+        record, logits = stream_teacher_forced(model64, proto, ctx.framing, audio, STREAM_CHUNK, tokens)
+        last.update(record=record, logits=logits)
+        return logits
+
+    def exact():
+        return feed_all(StreamingSession(model64, proto, framing=ctx.framing), audio, STREAM_CHUNK).tokens
+
+    fx = greedy_fixpoint(guess, check, exact, n_prompt, n - n_prompt, proto.eos)
+    if fx.logits is None:  # a near-tie: the step-by-step session decided, so take everything from it
+        taps = Taps("logits")
+        record = feed_all(StreamingSession(model64, proto, framing=ctx.framing, tap=taps), audio, STREAM_CHUNK)
+        return {"record": record, "logits": taps["logits"], "fixpoint": fx, "audio": audio}
+    return {"record": last["record"], "logits": last["logits"], "fixpoint": fx, "audio": audio}
 
 
 def case_stream(ctx: Context) -> CaseSpec:
@@ -363,21 +515,38 @@ def case_stream(ctx: Context) -> CaseSpec:
     proto = ctx.setup.protocol
     n_prompt = len(proto.prompt)
 
+    def outputs(record: Fed, logits: np.ndarray) -> dict:
+        return {"stream.tokens": np.array(record.tokens, np.int64),
+                "stream.emitted_at": np.array(record.emitted_at, np.int64),
+                "stream.logits": logits, "stream.enc_cache_len": np.array(record.enc_cache_len, np.int64),
+                "stream.dec_cache_len": np.array(record.dec_cache_len, np.int64)}
+
     def run(i, p):
-        taps = Taps("logits")
-        session = StreamingSession(ctx.model(p), proto, framing=ctx.framing, tap=taps)
-        audio = i["audio"]
-        tokens, emitted, enc_len, dec_len = [], [], [], []
-        feeds = [audio[k:k + STREAM_CHUNK] for k in range(0, len(audio), STREAM_CHUNK)]
-        for step, chunk in enumerate(feeds + [None]):
-            new = session.feed(chunk) if chunk is not None else session.finish()
-            tokens += new
-            emitted += [step] * len(new)
-            enc_len.append(len(session.enc.kv[0]))
-            dec_len.append(len(session.dec.kv[0]))
-        return {"stream.tokens": np.array(tokens, np.int64), "stream.emitted_at": np.array(emitted, np.int64),
-                "stream.logits": taps["logits"], "stream.enc_cache_len": np.array(enc_len, np.int64),
-                "stream.dec_cache_len": np.array(dec_len, np.int64)}
+        if p.name == FLOAT64.name:  # layer-major, equal to the step-by-step session (tests/test_layer_major.py)
+            fx = ctx.shared(("stream", i["audio"].tobytes()), lambda: stream_fixpoint(ctx, i["audio"]))
+            return outputs(fx["record"], fx["logits"])
+        taps = Taps("logits")  # what a port in this precision streams: its own greedy tokens
+        record = feed_all(StreamingSession(ctx.model(p), proto, framing=ctx.framing, tap=taps), i["audio"], STREAM_CHUNK)
+        return outputs(record, taps["logits"])
+
+    def tolerance_run(i, p, golden):
+        """Teacher-forced on the golden tokens, layer-major: the rows a free-running session in ``p``
+        computes identically up to its first different token, which is where ``prefix`` stops comparing."""
+        tokens = [int(t) for t in golden["stream.tokens"]]
+        n_fed = len(golden["stream.logits"])
+        e2e = ctx._models.get(("shared", ("e2e_forward", p.name)))
+        if (ctx.framing == "offline" and e2e is not None and np.array_equal(e2e["audio"], i["audio"])
+                and np.array_equal(e2e["fed"][:n_fed], _fed(proto, tokens, n_fed))):
+            logits = e2e["logits"][:n_fed]  # the same rows (see stream_fixpoint)
+        else:
+            _, logits = stream_teacher_forced(ctx.model(p), proto, ctx.framing, i["audio"], STREAM_CHUNK, tokens)
+        own = tokens
+        for k, t in enumerate(tokens):
+            best = int(np.argmax(logits[n_prompt - 1 + k]))
+            if best != t:
+                own = tokens[:k] + [best]
+                break
+        return {"stream.tokens": np.array(own, np.int64), "stream.logits": logits}
 
     def margins(outs):
         steps = len(outs["stream.tokens"])
@@ -397,7 +566,8 @@ def case_stream(ctx: Context) -> CaseSpec:
                     weights=[("all", None)], run=run, token_outputs=("stream.tokens",),
                     int_outputs=("stream.emitted_at", "stream.enc_cache_len", "stream.dec_cache_len"),
                     margins=margins, prefix_of=prefix,
-                    rows_follow={"stream.logits": {"tokens": "stream.tokens", "offset": n_prompt}})
+                    rows_follow={"stream.logits": {"tokens": "stream.tokens", "offset": n_prompt}},
+                    tolerance_run=tolerance_run)
 
 
 CASES: dict[str, Callable[[Context], CaseSpec]] = {
@@ -454,7 +624,7 @@ def measure_tolerances(spec: CaseSpec, inputs: dict, golden: dict[str, np.ndarra
     eps = {"float32": float(np.finfo(np.float32).eps), "bf16": 2.0 ** -8, "float16": float(np.finfo(np.float32).eps)}
     tol: dict[str, dict] = {k: {} for k in golden if k not in spec.token_outputs and k not in spec.int_outputs}
     for port, p in PORT_PRECISIONS.items():
-        got = run_case(spec, inputs, p)
+        got = (spec.tolerance_run(as_float64(inputs), p, golden) if spec.tolerance_run else run_case(spec, inputs, p))
         rows = spec.prefix_of(golden, got) if spec.prefix_of else {}
         for k in tol:
             g, a = golden[k], got[k].astype(np.float64)
@@ -524,7 +694,7 @@ def write_case(spec: CaseSpec, ctx: Context, out_dir: Path, order: int, stored: 
     write_safetensors(path, [(k, v.dtype, v.shape, v) for k, v in tensors.items()], metadata={"format": "np"})
 
     def meta(k, v, kind):
-        m = {"shape": list(v.shape), "dtype": SAFETENSORS_NAME[v.dtype], "layout": _layout(k, v.shape)}
+        m = {"shape": list(v.shape), "dtype": safetensors_name(v.dtype), "layout": _layout(k, v.shape)}
         if kind:
             m["kind"] = kind
         return m
@@ -539,6 +709,8 @@ def write_case(spec: CaseSpec, ctx: Context, out_dir: Path, order: int, stored: 
             outputs[k]["text"] = ctx.setup.tekken.decode([int(t) for t in v])
         if k in spec.rows_follow:
             outputs[k]["rows_follow"] = spec.rows_follow[k]
+    from .goldenset import CASE_SCHEMA  # here: the golden-set module loads what reading goldens needs
+
     manifest = {
         "schema": CASE_SCHEMA,
         "name": spec.name,
@@ -591,11 +763,13 @@ def write_golden_set(ctx: Context, out_dir: str | Path, cases: list[str], stored
                      progress=None) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if stored_name not in STORED:
-        raise OracleError(f"unknown golden dtype {stored_name!r}: choose one of {', '.join(STORED)}")
+    if stored_name not in STORED_NAMES:
+        raise OracleError(f"unknown golden dtype {stored_name!r}: choose one of {', '.join(STORED_NAMES)}")
+    from .goldenset import INDEX_SCHEMA
+
     entries = []
     for k, name in enumerate(cases):
-        entries.append(write_case(CASES[name](ctx), ctx, out, k + 1, STORED[stored_name], provenance))
+        entries.append(write_case(CASES[name](ctx), ctx, out, k + 1, stored_dtype(stored_name), provenance))
         if progress:
             progress(k + 1, len(cases), name)
     index = {"schema": INDEX_SCHEMA, "cases": entries, "provenance": provenance}

@@ -35,12 +35,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import ml_dtypes
 import numpy as np
 
 from . import parallel
 
-BF16 = np.dtype(ml_dtypes.bfloat16)
+
+def bf16() -> np.dtype:
+    """numpy's dtype of bfloat16 (ml_dtypes), imported on first use: the import costs ~0.5 s, which
+    commands that never touch a BF16 value (``--help``, most of ``compare``) should not pay."""
+    import ml_dtypes
+
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def __getattr__(name: str):
+    """``BF16`` as a lazy module attribute (PEP 562): ``from oracle.precision import BF16`` still works."""
+    if name == "BF16":
+        return bf16()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -82,7 +94,7 @@ class Precision:
         """Round to BF16 and back where the BF16 reference materializes a BF16 tensor; identity otherwise."""
         if not self.bf16_storage:
             return x
-        return x.astype(BF16).astype(self.dtype)
+        return x.astype(bf16()).astype(self.dtype)
 
     def operand(self, x: np.ndarray) -> np.ndarray:
         """An input of a matmul or conv as the kernel reads it: rounded to float16 in float16 mode

@@ -48,10 +48,11 @@ VLLM_LOOK_AHEAD = 40  # samples after it (2.5 ms)
 FRAMINGS = ("offline", "vllm")
 
 
-def resident_bytes(ckpt: Checkpoint, p: Precision) -> int:
-    """Bytes of every layer converted to the compute dtype (the embedding stays memory-mapped)."""
-    n = sum(int(np.prod(e.shape)) for (g, _, _), name in ckpt.names.items() if g != "embedding"
-            for e in [ckpt.index[name]])
+def resident_bytes(ckpt: Checkpoint, p: Precision, groups=None) -> int:
+    """Bytes of every layer converted to the compute dtype (the embedding stays memory-mapped), or of the
+    given weight groups (e.g. the decoder and embedding a greedy decode keeps)."""
+    n = sum(int(np.prod(e.shape)) for (g, _, _), name in ckpt.names.items()
+            if (g in groups if groups is not None else g != "embedding") for e in [ckpt.index[name]])
     return n * p.dtype.itemsize
 
 
@@ -67,61 +68,77 @@ def available_memory() -> int | None:
     return None
 
 
-def choose_resident(ckpt: Checkpoint, p: Precision, budget: float = 0.8) -> bool:
+def choose_resident(ckpt: Checkpoint, p: Precision, budget: float = 0.8, groups=None) -> bool:
     """Keep converted weights resident when they fit in ``budget`` of the available memory (the full model:
     16 GB in float32 fits a 24 GB machine, 32 GB in float64 does not and is streamed layer by layer)."""
     avail = available_memory()
-    return avail is None or resident_bytes(ckpt, p) <= budget * avail
+    return avail is None or resident_bytes(ckpt, p, groups) <= budget * avail
 
 
 class Model:
     """Config + typed weights in one precision. ``resident=True`` converts every layer once and keeps it
     (fast decoding); ``resident=False`` re-reads a layer from the checkpoint each time it is used
-    (small: one layer in memory at a time); ``None`` chooses by available memory (``choose_resident``)."""
+    (small: one layer in memory at a time); ``None`` chooses by available memory (``choose_resident``).
+    ``keep``: when resident, only these weight groups are kept (e.g. the decoder and embedding a greedy
+    run reads every token), the others are streamed."""
 
-    def __init__(self, ckpt: Checkpoint, p: Precision, resident: bool | None = None, variant: Variant = REFERENCE):
-        resident = choose_resident(ckpt, p) if resident is None else resident
-        self.ckpt, self.p, self.resident, self.variant = ckpt, p, resident, variant
+    def __init__(self, ckpt: Checkpoint, p: Precision, resident: bool | None = None, variant: Variant = REFERENCE,
+                 keep: tuple[str, ...] | None = None):
+        resident = choose_resident(ckpt, p, groups=keep) if resident is None else resident
+        self.ckpt, self.p, self.resident, self.variant, self.keep = ckpt, p, resident, variant, keep
         self.config = ckpt.config
         self._cache: dict = {}
-        self._arena = None if resident else Arena()  # streamed layers reuse one set of buffers
+        self._arena = Arena()  # streamed layers reuse one set of buffers (kept ones are converted apart)
 
-    def _get(self, key, load, small: bool = False):
-        """``load()`` once when resident (or when the value is ``small``), every time otherwise."""
-        if not (self.resident or small):
-            return load()
+    def keeps(self, group: str) -> bool:
+        """Whether weight group ``group`` stays converted once loaded."""
+        return self.resident and (self.keep is None or group in self.keep)
+
+    def sharing(self, p: Precision) -> "Model":
+        """A Model in policy ``p`` (same compute dtype) that reuses this one's converted weights: the bf16
+        emulation computes with the float32 weights, so its tolerance run need not convert them again."""
+        assert p.dtype == self.p.dtype, (p.name, self.p.name)
+        twin = Model(self.ckpt, p, resident=self.resident, variant=self.variant, keep=self.keep)
+        twin._cache = self._cache
+        return twin
+
+    def _get(self, group: str, key, load, small: bool = False):
+        """``load(arena)`` once when the group is kept (or the value is ``small``), every time otherwise
+        (into the shared arena: one streamed layer alive at a time)."""
+        if not (self.keeps(group) or small):
+            return load(self._arena)
         if key not in self._cache:
-            self._cache[key] = load()
+            self._cache[key] = load(None)
         return self._cache[key]
 
     def conv(self):
-        return self._get("conv", lambda: self.ckpt.conv(self.p))
+        return self._get("conv", "conv", lambda arena: self.ckpt.conv(self.p))
 
     def encoder_layer(self, i):
-        return self._get(("enc", i), lambda: self.ckpt.encoder_layer(i, self.p, self._arena))
+        return self._get("enc_layer", ("enc", i), lambda arena: self.ckpt.encoder_layer(i, self.p, arena))
 
     def encoder_norm(self):
-        return self._get("enc_norm", lambda: self.ckpt.encoder_norm(self.p))
+        return self._get("enc_norm", "enc_norm", lambda arena: self.ckpt.encoder_norm(self.p))
 
     def adapter(self):
-        return self._get("adapter", lambda: self.ckpt.adapter(self.p))
+        return self._get("adapter", "adapter", lambda arena: self.ckpt.adapter(self.p))
 
     def decoder_layer(self, i):
-        return self._get(("dec", i), lambda: self.ckpt.decoder_layer(i, self.p, self._arena))
+        return self._get("dec_layer", ("dec", i), lambda arena: self.ckpt.decoder_layer(i, self.p, arena))
 
     def decoder_norm(self):
-        return self._get("dec_norm", lambda: self.ckpt.decoder_norm(self.p))
+        return self._get("dec_norm", "dec_norm", lambda arena: self.ckpt.decoder_norm(self.p))
 
     def ada_scale(self, i, t_cond):
-        return self._get(("ada", i, t_cond.tobytes()), lambda: layer_ada_scale(t_cond, self.decoder_layer(i), self.p),
-                         small=True)
+        return self._get("ada", ("ada", self.p.name, i, t_cond.tobytes()),
+                         lambda arena: layer_ada_scale(t_cond, self.decoder_layer(i), self.p), small=True)
 
     def embedding_rows(self, rows):
         """Token rows of the embedding (also the tied head). Resident: the table converted once (1.6 GB in
         float32 at full size; the LM head reads all of it every step). Streamed: memory-mapped and
         converted on use, so the 131072 x 3072 matrix is never converted whole."""
-        if self.resident:
-            return self._get("embedding", lambda: self.p.weight(self.ckpt.embedding_table()))[rows]
+        if self.keeps("embedding"):
+            return self._get("embedding", "embedding", lambda arena: self.p.weight(self.ckpt.embedding_table()))[rows]
         return self.p.weight(self.ckpt.embedding_table()[rows])
 
 
@@ -202,15 +219,28 @@ def generate_offline(model: Model, mel: np.ndarray, proto: Protocol, tap=no_tap,
     at p = P, P+1, ... Stops after EOS (kept in the output) or after generating N − P tokens (HF's
     max_length = N: the last audio embedding A[N−1] is never consumed).
     """
-    audio = model.variant.audio_to_decoder(audio_embeddings(model.ckpt, mel, model.p, tap=tap, variant=model.variant,
-                                                            progress=progress))
-    prompt = proto.prompt
+    audio = audio_embeddings(model.ckpt, mel, model.p, tap=tap, variant=model.variant, progress=progress)
+    return greedy_decode(model, audio, proto, tap=tap, progress=progress)
+
+
+def greedy_decode(model: Model, audio: np.ndarray, proto: Protocol, forced=(), tap=no_tap, progress=None) -> list[int]:
+    """Greedy tokens from audio embeddings A [N, D] (``generate_offline`` after the encoder).
+
+    ``forced``: the first tokens, given rather than chosen (prefilled with the prompt in one step); the
+    greedy fixpoint (oracle.fixpoint) continues a cheap run from a corrected prefix this way. The
+    output starts with them."""
+    audio = model.variant.audio_to_decoder(audio)
+    prompt, forced = proto.prompt, [int(t) for t in forced]
     n, n_prompt = audio.shape[0], len(prompt)
     if n <= n_prompt - 1:
         raise OracleError(f"audio gives {n} positions, fewer than the {n_prompt}-token prompt")
+    assert len(forced) <= n - n_prompt and proto.eos not in forced[:-1], (len(forced), n - n_prompt)
+    if forced and (forced[-1] == proto.eos or len(forced) == n - n_prompt):
+        return forced  # nothing left to generate
     t_cond = time_condition(proto.t, model.config.decoder, model.p, tap=tap)
-    logits, state = decoder_step(model, audio[:n_prompt], prompt, t_cond, DecoderState.start(model), tap=tap)
-    out = [greedy(logits[-1])]
+    first = np.concatenate([prompt, np.array(forced, dtype=np.int64)])
+    logits, state = decoder_step(model, audio[:len(first)], first, t_cond, DecoderState.start(model), tap=tap)
+    out = forced + [greedy(logits[-1])]
     while state.position < n - 1 and out[-1] != proto.eos:
         pos = state.position
         logits, state = decoder_step(model, audio[pos:pos + 1], np.array([out[-1]]), t_cond, state, tap=tap)
@@ -230,7 +260,7 @@ class StreamingSession:
     which is silence either way; see ``finish``).
     """
 
-    def __init__(self, model: Model, proto: Protocol, framing: str = "offline", tap=no_tap):
+    def __init__(self, model: Model, proto: Protocol, framing: str = "offline", tap=no_tap, forced=()):
         if framing not in FRAMINGS:
             raise OracleError(f"unknown framing {framing!r}: choose one of {', '.join(FRAMINGS)}")
         self.model, self.proto, self.framing, self.tap = model, proto, framing, tap
@@ -248,6 +278,8 @@ class StreamingSession:
         self.finished = False
         self.done = False  # EOS seen or stream exhausted
         self.n_positions: int | None = None  # known at finish
+        self.forced = [int(t) for t in forced]  # the first tokens, given instead of chosen (oracle.fixpoint)
+        self.n_emitted = 0
         self._push(np.zeros(proto.left_pad_samples))
 
     # -- audio intake ---------------------------------------------------------------------------
@@ -341,17 +373,15 @@ class StreamingSession:
         window = self._window(*self._offline_window(p))
         mel = self._mel(window, center=False)  # [M, 8]
         self.tap("mel", mel, axis=1)
-        a, self.enc = encoder_step(self.model, mel, self.enc, tap=self.tap)
+        self._queue(self._encoder_step(mel))
         self._forget_before(spt * (p + 1) - self.model.config.audio.window_size // 2)
-        self._queue(a)
 
     def _encode_vllm_first(self, end: int) -> None:
         mel = self._mel(self._window(0, end), center=True)
         usable = mel.shape[1] - mel.shape[1] % self.model.config.mel_frames_per_token
         mel = mel[:, :usable]
         self.tap("mel", mel, axis=1)
-        a, self.enc = encoder_step(self.model, mel, self.enc, tap=self.tap)
-        self._queue(a)
+        self._queue(self._encoder_step(mel))
 
     def _encode_vllm_step(self, p: int) -> None:
         spt, c = self.proto.samples_per_token, self.model.config
@@ -362,10 +392,8 @@ class StreamingSession:
         self.tap("mel", mel[:, -c.mel_frames_per_token:], axis=1)
         fresh = ConvState.zeros(c.audio.num_mel_bins, c.encoder.dim, self.model.p.dtype)
         n_conv = mel.shape[1] // 2
-        a, self.enc = encoder_step(self.model, mel, self.enc, tap=self.tap, conv_state=fresh,
-                                   drop_frames=n_conv - c.downsample_factor)
+        self._queue(self._encoder_step(mel, conv_state=fresh, drop_frames=n_conv - c.downsample_factor))
         self._forget_before(spt * (p + 1) - VLLM_LOOK_BACK)
-        self._queue(a)
 
     def _queue(self, a: np.ndarray) -> None:
         self.audio.append(a)
@@ -389,14 +417,28 @@ class StreamingSession:
                 take, tokens = n_prompt - pos, self.prompt[pos:]
             else:
                 take, tokens = 1, np.array([self.last_token])
-            logits, self.dec = decoder_step(self.model, audio[:take], tokens, self.t_cond, self.dec, tap=self.tap)
+            chosen = self._decoder_step(audio[:take], tokens)
             audio = audio[take:]
-            self.last_token = greedy(logits[-1])
+            self.last_token = self.forced[self.n_emitted] if self.n_emitted < len(self.forced) else chosen
+            self.n_emitted += 1
             out.append(self.last_token)
             if self.last_token == self.proto.eos:
                 self.done = True
         self.audio = [audio] if audio is not None and len(audio) else []
         return out
+
+    # -- the two computations the schedule drives (oracle.layer_major replays the schedule without them) --
+
+    def _encoder_step(self, mel: np.ndarray, conv_state: ConvState | None = None, drop_frames: int = 0) -> np.ndarray:
+        """Encode new mel frames [M, 2k] with the cached context -> audio embeddings [k', D]."""
+        a, self.enc = encoder_step(self.model, mel, self.enc, tap=self.tap, conv_state=conv_state,
+                                   drop_frames=drop_frames)
+        return a
+
+    def _decoder_step(self, audio: np.ndarray, tokens: np.ndarray) -> int:
+        """Feed n positions (their audio [n, D] and token ids [n]) -> the greedy token after the last."""
+        logits, self.dec = decoder_step(self.model, audio, tokens, self.t_cond, self.dec, tap=self.tap)
+        return greedy(logits[-1])
 
     # -- inspection -----------------------------------------------------------------------------
 

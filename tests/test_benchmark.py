@@ -53,3 +53,14 @@ def test_rounds_swap_who_goes_first():
     second = r[n:2 * n]
     assert second.index("hf:forward_f32") + 1 == second.index("oracle:forward_f32")
     assert second.index("hf:load") == 0 and second.index("oracle:forward_f64") == fs.TASKS.index("oracle:forward_f64")
+
+
+def test_stream_task_reports_seconds_per_feed():
+    """`stream` compares seconds per 80 ms feed (the oracle's StreamingSession here, on the tiny model)."""
+    from oracle import builtin
+
+    fs = load_benchmark()
+    assert {"oracle:stream", "hf:stream", "oracle:golden", "oracle:golden_e2e"} <= set(fs.TASKS)
+    r = fs.run_one("oracle:stream", Path(builtin.tiny_checkpoint()), 1.0, 1)
+    assert r["feeds"] == 13 and r["tokens"] > 0  # 16000 samples in 1280-sample feeds
+    assert np.isclose(r["seconds"] * r["feeds"], r["total_seconds"]) and r["median_feed_seconds"] <= r["max_feed_seconds"]

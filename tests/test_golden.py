@@ -285,3 +285,26 @@ def test_comparator_selftest_is_current(tmp_path, capsys):
     assert fail["metrics"]["mismatched"] == 2 and fail["metrics"]["first_mismatch_index"] == [0, 1]
     assert fail["metrics"]["max_abs_index"] == [1, 3]
     assert capsys.readouterr().out.strip().splitlines()[-1] == expected["verdict"]
+
+
+def test_help_imports_no_heavy_module():
+    """``voxtral-oracle --help`` (and a command's parser) load no numpy-stack module: start-up stays ~0.05 s."""
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io\n"
+            "from oracle_tools.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    main(['--help'])\n"
+            "print(sorted(m for m in ('numpy', 'scipy', 'ml_dtypes', 'oracle.golden') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
+def test_golden_cmd_choices_mirror_the_oracle():
+    """golden_cmd keeps its parser's choices as literals (so --help imports nothing): they must stay in step."""
+    from oracle.golden import STORED_NAMES
+    from oracle.streaming import FRAMINGS
+    from oracle_tools import golden_cmd
+
+    assert golden_cmd.STORED_NAMES == STORED_NAMES and golden_cmd.FRAMINGS == FRAMINGS

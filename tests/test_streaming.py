@@ -214,3 +214,37 @@ def test_caches_bounded_over_ten_minutes(micro):
     assert n_tokens > 7400
     assert max(sizes[60:]) <= max(sizes[:60]) + 64, (max(sizes[:60]), max(sizes[60:]))
     assert grown < 64 * 1024, f"traced memory grew by {grown} bytes over the last minute of streaming"
+
+
+def test_kv_appends_in_place_and_every_value_keeps_its_contents():
+    """KV grows in its store (no whole-cache copy per step), yet every KV ever returned is unchanged by
+    later steps, and extending an older snapshot (a rewind) copies instead of overwriting."""
+    from oracle.cache import KV
+
+    rng = np.random.default_rng(5)
+    kv, ref_k, ref_p, p, snaps = KV.empty(2, 3, np.float64), np.zeros((0, 2, 3)), np.zeros(0, np.int64), 0, []
+    for step in range(300):
+        n = int(rng.integers(0, 5))
+        k, pos = rng.standard_normal((n, 2, 3)), np.arange(p, p + n)
+        kv, p = kv.extend(k, 2 * k, pos).keep_for_window(17), p + n
+        ref_k, ref_p = np.concatenate([ref_k, k]), np.concatenate([ref_p, pos])
+        keep = ref_p > ref_p[-1] + 1 - 17
+        ref_k, ref_p = ref_k[keep], ref_p[keep]
+        assert np.array_equal(kv.k, ref_k) and np.array_equal(kv.v, 2 * ref_k) and np.array_equal(kv.pos, ref_p)
+        snaps.append((kv, kv.k.copy()))
+    assert snaps[-1][0].k.base is snaps[-2][0].k.base  # the last steps shared one store
+    old = snaps[100][0]
+    again = old.extend(np.ones((1, 2, 3)), np.ones((1, 2, 3)), np.array([10 ** 6]))
+    assert np.array_equal(again.k[:-1], snaps[100][1]) and again.k.base is not old.k.base
+    assert all(np.array_equal(s.k, c) for s, c in snaps)
+
+
+def test_model_keeps_only_the_groups_asked(setup):
+    """A resident Model with ``keep`` converts those groups once and streams the rest (the golden keeps the
+    float32 decoder and embedding: 13.7 GB at full size instead of 17)."""
+    model = Model(setup.ckpt, FLOAT32, resident=True, keep=("dec_layer", "embedding"))
+    assert model.decoder_layer(0) is model.decoder_layer(0)
+    assert model.encoder_layer(0) is not model.encoder_layer(0)
+    assert np.array_equal(model.encoder_layer(1).wq, setup.ckpt.encoder_layer(1, FLOAT32).wq)
+    assert model.keeps("embedding") and not model.keeps("enc_layer")
+    assert not Model(setup.ckpt, FLOAT32, resident=False).keeps("dec_layer")

@@ -91,7 +91,9 @@ def _quiet_stderr(verbose: bool):
             os.close(saved)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that command's module is imported (the others' full parsers are
+    not needed to run it, and importing every command costs ~1 s of numpy/scipy/ml_dtypes start-up)."""
     parser = _Parser(prog="voxtral-oracle", description="numpy reference implementation of Voxtral Mini 4B Realtime")
     parser.add_argument("--plain-layers", action="store_true",
                         help=f"run the plain layers of oracle/layers.py, not their fast kernels (or {KERNELS_ENV}=plain)")
@@ -100,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     parser.subparsers = {}
     for name, (module, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text)
+            continue
         mod = importlib.import_module(f"oracle_tools.{module}")
         p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip().splitlines()[0])
         p.usage_exit_code = getattr(mod, "USAGE_EXIT_CODE", 2)
@@ -110,8 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    quiet_idle_threads()  # before build_parser imports the commands, and with them numpy
-    parser = build_parser()
+    quiet_idle_threads()  # before build_parser imports the command, and with it numpy
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)  # the top level takes no option values
+    parser = build_parser(only=command if command in COMMANDS else "")
     args, extra = parser.parse_known_args(argv)
     command = getattr(args, "command", None)
     # Unknown options are reported by the command's own parser, so `compare --bogus` exits 3 like

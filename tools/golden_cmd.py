@@ -2,10 +2,13 @@
 
     voxtral-oracle golden [CKPT] [--audio AUDIO] --out DIR [--dtype float32|float64|bf16]
                           [--components LIST] [--framing offline|vllm] [--delay-ms N] [--seed N]
+                          [--weights auto|resident|streamed]
 
 Without CKPT / --audio: the built-in tiny checkpoint and speech clip (the project's main job).
-Values are computed in float64 and stored in --dtype (default float32); tolerances for float32 and
-bf16 ports are measured by re-running every case in those precisions (golden/SPEC.md).
+Values are computed in float64 and stored in --dtype (default float32); tolerances for float32,
+float16 and bf16 ports are measured by re-running every case in those precisions (golden/SPEC.md). The float64 greedy
+tokens are guessed by a float32 run and checked by one float64 forward (oracle/fixpoint.py); --weights
+says whether that float32 run keeps its converted decoder weights (fast) or re-reads them per token.
 """
 
 from __future__ import annotations
@@ -15,37 +18,48 @@ from oracle.blas import quiet_idle_threads
 quiet_idle_threads()  # this file also runs as a script: before numpy loads OpenBLAS (see oracle/blas.py)
 
 import hashlib
+import sys
 from pathlib import Path
 
-from oracle import builtin
 from oracle_tools import argtypes
-from oracle.audio import load_audio
-from oracle.golden import STORED, Context, offline_audio, provenance_for, select_cases, write_golden_set
-from oracle.pipeline import load_setup
-from oracle.streaming import FRAMINGS
-
 from oracle_tools.outputs import output_dir, staged_dir
 from oracle_tools.progress import Progress
+
+# Only what the parser needs is imported here (``voxtral-oracle --help`` builds every parser); the
+# oracle's modules load when the command runs.
+STORED_NAMES = ("float32", "float64", "bf16")  # oracle.golden.STORED_NAMES
+FRAMINGS = ("offline", "vllm")  # oracle.streaming.FRAMINGS
+CASES_NEEDING_GREEDY = {"e2e", "stream"}
 
 
 def add_arguments(p) -> None:
     p.add_argument("checkpoint", metavar="CKPT", nargs="?", help="checkpoint directory (default: built-in tiny)")
     p.add_argument("--audio", metavar="AUDIO", help="audio file for the end-to-end cases (default: built-in clip)")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--dtype", choices=list(STORED), default="float32", help="stored dtype (computed in float64)")
+    p.add_argument("--dtype", choices=list(STORED_NAMES), default="float32", help="stored dtype (computed in float64)")
     p.add_argument("--components", metavar="LIST", type=argtypes.name_list, help="comma-separated case names (default: all)")
     p.add_argument("--framing", choices=FRAMINGS, default="offline", help="framing of the streaming case")
     p.add_argument("--delay-ms", type=int, default=None)
     p.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the random block inputs")
+    p.add_argument("--weights", choices=["auto", "resident", "streamed"], default="auto",
+                   help="float32/bf16 runs: resident keeps the converted decoder + embedding (13.7 GB at full "
+                        "size, fast greedy); streamed re-reads a layer when used; auto: resident if it fits 80%% of "
+                        "available memory. float64 streams one layer at a time unless the whole model fits. The goldens are "
+                        "the same")
     p.add_argument("--quiet", action="store_true")
 
 
-def context_from(checkpoint: str | None, audio: str | None, delay_ms, seed: int, framing: str):
+def context_from(checkpoint: str | None, audio: str | None, delay_ms, seed: int, framing: str, weights: str = "auto"):
+    from oracle import builtin
+    from oracle.audio import load_audio
+    from oracle.golden import Context, offline_audio
+    from oracle.pipeline import load_setup
+
     ckpt_path = checkpoint or builtin.tiny_checkpoint()
     audio_path = audio or builtin.speech_clip()
     setup = load_setup(ckpt_path, delay_ms)
     samples = offline_audio(load_audio(audio_path, setup.ckpt.config.audio.sampling_rate))
-    ctx = Context(setup, samples, seed, framing)
+    ctx = Context(setup, samples, seed, framing, weights=weights)
     labels = ("builtin:tiny" if checkpoint is None else str(checkpoint),
               "builtin:clip.wav" if audio is None else str(audio),
               hashlib.sha256(Path(audio_path).read_bytes()).hexdigest())
@@ -53,15 +67,24 @@ def context_from(checkpoint: str | None, audio: str | None, delay_ms, seed: int,
 
 
 def run(args) -> int:
+    from oracle.golden import RESIDENT_GROUPS, provenance_for, select_cases, write_golden_set
+    from oracle.precision import FLOAT32, FLOAT64
+    from oracle.streaming import resident_bytes
+
     cases = select_cases(args.components)
     output_dir(args.out)  # checked before the (long) computation
     ctx, (ckpt_label, audio_label, audio_sha) = context_from(args.checkpoint, args.audio, args.delay_ms, args.seed,
-                                                             args.framing)
+                                                             args.framing, args.weights)
     parts = ["voxtral-oracle golden"] + ([ckpt_label] if args.checkpoint else [])
     parts += ([f"--audio {audio_label}"] if args.audio else []) + ["--out <DIR>", f"--dtype {args.dtype}"]
     parts += ([f"--components {','.join(cases)}"] if args.components else [])
     parts += [f"--framing {args.framing}", f"--delay-ms {ctx.setup.protocol.delay_ms}", f"--seed {args.seed}"]
     prov = provenance_for(ctx, ckpt_label, audio_label, audio_sha, args.dtype, " ".join(parts))
+    if not args.quiet and CASES_NEEDING_GREEDY & set(cases):
+        size = resident_bytes(ctx.ckpt, FLOAT32, RESIDENT_GROUPS) / 2**30
+        print(f"weights: float32 decoder + embedding {'resident' if ctx.resident(FLOAT32) else 'streamed'} "
+              f"({size:.2f} GiB{', chosen by available memory' if args.weights == 'auto' else ''}); "
+              f"float64 {'resident' if ctx.resident(FLOAT64) else 'streamed one layer at a time'}", file=sys.stderr)
     progress = Progress("golden", enabled=False if args.quiet else None)
     # index.json moves in last: a reader never sees an index naming cases that are not there yet.
     with staged_dir(args.out, last=("index.json",)) as stage:

@@ -81,6 +81,7 @@ def run(args) -> int:
         print(json.dumps({"tokens": prompt + tokens, "prompt_length": len(prompt), "text": text,
                           "delay_ms": setup.protocol.delay_ms, "framing": args.framing,
                           "mode": "stream" if args.stream else "offline", "dtype": p.name,
+                          "weights": "resident" if resident else "streamed", "weights_choice": args.weights,
                           "checkpoint": str(ckpt), "audio": str(audio_path)}, ensure_ascii=False))
     elif not args.stream:
         print(text)
