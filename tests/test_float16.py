@@ -22,7 +22,8 @@ from oracle.checkpoint import read_safetensors_header, read_tensor
 from oracle.compare import compare, load_golden
 from oracle.faults import faulty_outputs
 from oracle.float16_range import FLOAT16_MAX, RangeTap, overflow, overflow_line, weight_range
-from oracle.golden import PORT_PRECISIONS, Context, provenance_for, write_golden_set
+from oracle.golden import PORT_PRECISIONS, Context
+from oracle.golden_writer import provenance_for, write_golden_set
 from oracle.pipeline import load_setup
 from oracle.precision import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, PORT_DTYPES, policy
 from oracle.precision_signature import envelopes, signature

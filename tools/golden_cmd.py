@@ -67,7 +67,8 @@ def context_from(checkpoint: str | None, audio: str | None, delay_ms, seed: int,
 
 
 def run(args) -> int:
-    from oracle.golden import RESIDENT_GROUPS, provenance_for, select_cases, write_golden_set
+    from oracle.golden import RESIDENT_GROUPS, select_cases
+    from oracle.golden_writer import provenance_for, write_golden_set
     from oracle.precision import FLOAT32, FLOAT64
     from oracle.streaming import resident_bytes
 
