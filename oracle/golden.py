@@ -114,6 +114,10 @@ class Context:
                                           keep=None if p.name == FLOAT64.name else RESIDENT_GROUPS))
         return self._models[p.name]
 
+    def computed(self, key):
+        """What ``shared(key, ...)`` made, or None if nothing has made it yet."""
+        return self._models.get(("shared", key))
+
     def shared(self, key, make):
         """``make()`` once per Context: work several cases need (the float64 greedy tokens)."""
         key = ("shared", key)
@@ -466,7 +470,7 @@ def stream_fixpoint(ctx: Context, audio: np.ndarray) -> dict:
     n = proto.n_positions(len(audio))
     model64 = ctx.model(FLOAT64)
     last = {}
-    e2e = ctx._models.get(("shared", "e2e"))
+    e2e = ctx.computed("e2e")
     if ctx.framing == "offline" and e2e is not None and e2e["outputs"] is not None and np.array_equal(e2e["audio"], audio):
         # Offline framing: every position's audio embedding is the offline one and the tokens fed are
         # e2e's, so the session's logits are the rows of the e2e forward already computed (causal: row
@@ -478,7 +482,7 @@ def stream_fixpoint(ctx: Context, audio: np.ndarray) -> dict:
             return {"record": record, "logits": logits, "fixpoint": e2e["fixpoint"], "audio": audio}
 
     def guess(prefix):
-        fx = ctx._models.get(("shared", "e2e"))
+        fx = ctx.computed("e2e")
         if not prefix and ctx.framing == "offline" and fx is not None and np.array_equal(fx["audio"], audio):
             return list(fx["tokens"])
         if ctx.framing == "offline":
@@ -527,7 +531,7 @@ def case_stream(ctx: Context) -> CaseSpec:
         computes identically up to its first different token, which is where ``prefix`` stops comparing."""
         tokens = [int(t) for t in golden["stream.tokens"]]
         n_fed = len(golden["stream.logits"])
-        e2e = ctx._models.get(("shared", ("e2e_forward", p.name)))
+        e2e = ctx.computed(("e2e_forward", p.name))
         if (ctx.framing == "offline" and e2e is not None and np.array_equal(e2e["audio"], i["audio"])
                 and np.array_equal(e2e["fed"][:n_fed], _fed(proto, tokens, n_fed))):
             logits = e2e["logits"][:n_fed]  # the same rows (see stream_fixpoint)

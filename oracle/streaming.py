@@ -83,11 +83,11 @@ class Model:
     run reads every token), the others are streamed."""
 
     def __init__(self, ckpt: Checkpoint, p: Precision, resident: bool | None = None, variant: Variant = REFERENCE,
-                 keep: tuple[str, ...] | None = None):
+                 keep: tuple[str, ...] | None = None, converted: dict | None = None):
         resident = choose_resident(ckpt, p, groups=keep) if resident is None else resident
         self.ckpt, self.p, self.resident, self.variant, self.keep = ckpt, p, resident, variant, keep
         self.config = ckpt.config
-        self._cache: dict = {}
+        self._cache: dict = {} if converted is None else converted  # converted weights, maybe a twin's
         self._arena = Arena()  # streamed layers reuse one set of buffers (kept ones are converted apart)
 
     def keeps(self, group: str) -> bool:
@@ -98,9 +98,7 @@ class Model:
         """A Model in policy ``p`` (same compute dtype) that reuses this one's converted weights: the bf16
         emulation computes with the float32 weights, so its tolerance run need not convert them again."""
         assert p.dtype == self.p.dtype, (p.name, self.p.name)
-        twin = Model(self.ckpt, p, resident=self.resident, variant=self.variant, keep=self.keep)
-        twin._cache = self._cache
-        return twin
+        return Model(self.ckpt, p, resident=self.resident, variant=self.variant, keep=self.keep, converted=self._cache)
 
     def _get(self, group: str, key, load, small: bool = False):
         """``load(arena)`` once when the group is kept (or the value is ``small``), every time otherwise

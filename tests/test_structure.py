@@ -129,3 +129,10 @@ def test_tools_use_only_public_oracle_names():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
                 bad += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
     assert not bad, bad
+
+
+def test_no_oracle_module_is_over_about_600_lines():
+    """One concept per file: a module past ~600 lines holds two (split it along its banners)."""
+    long = {p.name: n for p in sorted((REPO / PACKAGE).glob("*.py"))
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 650}
+    assert not long, long
