@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 
 from oracle.audio import is_int16_exact, load_audio, quantize_int16, resample, write_wav_int16
 from oracle.errors import OracleError
@@ -83,24 +84,54 @@ def test_resampled_length_and_frequency(tmp_path, rate):
     y = load_audio(p)
     assert y.shape == (16000,)
     assert peak_hz(y, 16000) == 440.0
-    # amplitude kept away from the ends (the FIR's edge transients live within ~10 ms of them)
+    # amplitude kept away from the ends (the filter's edge transients live within ~10 ms of them)
     mid = y[1600:-1600]
     assert np.abs(mid).max() == pytest.approx(0.5, abs=5e-3)
     np.testing.assert_allclose(mid, sine(440.0, 16000)[1600:-1600], rtol=0, atol=5e-3)
+    # and it is MC's Audio.resample: soxr HQ, float32, one shot
+    assert np.array_equal(y, soxr.resample(x.astype(np.float32), rate, 16000, quality="HQ").astype(np.float64))
 
 
-def test_resample_reduced_ratio_length():
-    x = np.zeros(12345)
-    assert resample(x, 44100, 16000).shape == (-(-12345 * 160 // 441),)  # ceil(L * 160 / 441)
+def test_resample_is_soxr_hq_float32():
+    x = np.random.default_rng(8).uniform(-1, 1, 12345).astype(np.float32)
+    y = resample(x, 44100, 16000)
+    assert y.dtype == np.float32 and y.shape == (round(12345 * 160 / 441),)
+    assert np.array_equal(y, soxr.resample(x, 44100, 16000, quality="HQ"))
     assert resample(x, 16000, 16000) is x
 
 
-def test_stereo_averaged(tmp_path):
+def test_soxr_stream_equals_one_shot():
+    """The loader resamples block by block with soxr.ResampleStream; for any block sizes that is the
+    one-shot soxr.resample MC calls (the conformance grid checks whole files against MC itself)."""
+    rng = np.random.default_rng(9)
+    for rate in (8000, 11025, 22050, 44100, 48000, 96000, 7):
+        for n in (1, 2, 17, 999, int(rng.integers(1000, 40000))):
+            x = (0.3 * rng.standard_normal(n)).astype(np.float32)
+            block = int(rng.integers(1, 5000))
+            stream = soxr.ResampleStream(rate, 16000, 1, dtype="float32", quality="HQ")
+            parts = [stream.resample_chunk(x[i:i + block], last=False) for i in range(0, n, block)]
+            parts.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+            one = soxr.resample(x, rate, 16000, quality="HQ")
+            assert np.array_equal(np.concatenate(parts), one), (rate, n, block)
+
+
+def test_stereo_averaged_in_float32(tmp_path):
     rng = np.random.default_rng(5)
     lr = rng.uniform(-1, 1, (2000, 2)).astype(np.float32)
     p = tmp_path / "st.wav"
     sf.write(p, lr, 16000, subtype="FLOAT")
-    assert np.array_equal(load_audio(p), lr.astype(np.float64).mean(axis=1))
+    y = load_audio(p)
+    assert np.array_equal(y, lr.mean(axis=1).astype(np.float64))  # float32 mean, widened (as MC)
+    assert not np.array_equal(y, lr.astype(np.float64).mean(axis=1))  # not a float64 mean
+
+
+def test_pcm24_and_pcm32_read_as_float32(tmp_path):
+    """libsndfile's float32 read is the reference's: 24-bit PCM is exact in float32, 32-bit PCM is rounded."""
+    k = np.random.default_rng(10).integers(-2**31, 2**31, 3000, dtype=np.int64).astype(np.int32)
+    p = tmp_path / "pcm32.wav"
+    sf.write(p, k, 16000, subtype="PCM_32")
+    assert np.array_equal(load_audio(p), sf.read(p, dtype="float32")[0].astype(np.float64))
+    assert not np.array_equal(load_audio(p), k / 2.0**31)
 
 
 # --- user errors: one line, starting with the path --------------------------------------------
