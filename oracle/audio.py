@@ -176,7 +176,8 @@ class AudioReader:
             if not finite.all():
                 first = int(np.argmin(finite))
                 name = "NaN" if np.isnan(data[first]).any() else "Inf"
-                raise OracleError(where(p, f"contains {name} samples (first at sample {done + first})"))
+                why = "; a 64-bit value beyond ±3.4e38 reads as Inf in float32" if info.subtype == "DOUBLE" else ""
+                raise OracleError(where(p, f"contains {name} samples (first at sample {done + first}{why})"))
             if data.ndim != 1:
                 with np.errstate(over="ignore", invalid="ignore"):
                     data = data.mean(axis=1)  # [B] float32: MC's strict=False downmix, same call, same dtype

@@ -20,7 +20,7 @@ import numpy as np
 
 from .cache import KV
 from .config import CONV_KERNEL, CONV_STRIDE, EncoderConfig
-from .layers import apply_rope, attention, conv1d, gelu, linear, rms_norm, rope_angles, swiglu, window_mask
+from .layers import apply_rope, conv1d, gelu, linear, rms_norm, rope_angles, swiglu, window_attention
 from .precision import Precision
 from .taps import no_tap
 from .weights import ConvStemWeights, EncoderLayerWeights, NormWeights
@@ -79,7 +79,7 @@ def encoder_attention(n: np.ndarray, positions: np.ndarray, w: EncoderLayerWeigh
     tap(f"{name}.k", k)
     tap(f"{name}.v", v)
     kv = (past if past is not None else KV.empty(hh, dh, n.dtype)).extend(k, v, positions)
-    a = p.store(attention(q, kv.k, kv.v, window_mask(positions, kv.pos, cfg.sliding_window)))
+    a = p.store(window_attention(q, positions, kv.k, kv.v, kv.pos, cfg.sliding_window))  # no [S, S] mask
     out = p.store(linear(a.reshape(s, hh * dh), w.wo, w.bo))
     tap(f"{name}.attn.out", out)
     return out, kv

@@ -1,7 +1,7 @@
 """Test audio made on the spot, deterministically: espeak-ng speech, then sox and soundfile.
 
     speech_16k(dir)             espeak-ng (voice "en", its native 22.05 kHz) -> sox, no dither, to a
-                                16 kHz mono 16-bit WAV: the base material, ~1.8 s
+                                16 kHz mono 16-bit WAV: the base material, ~1.7 s
     at_rate(base, rate, dir)    the base taken to ``rate`` by sox (its own resampler, not soxr, so the
                                 oracle never sees audio made by the library it is tested with), float32
     with_channels(x, C)         [L] -> [L, C]: channel c is the signal delayed by 3c samples, scaled by
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-TEXT = "Port authors test with the recordings they have."
+TEXT = "Real recordings, bit for bit."
 RATES = (8000, 11025, 16000, 22050, 32000, 44100, 48000, 96000)
 CHANNELS = (1, 2, 6)
 # name -> (soundfile format, subtype, file extension)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -248,3 +251,138 @@ def test_write_wav_int16_bad_path(tmp_path):
     with pytest.raises(OracleError) as err:
         write_wav_int16(p, np.zeros(10))
     assert_one_line(err, f"{p}: cannot write WAV (")
+
+
+# --- hostile input: one line, bounded memory, no hang ------------------------------------------
+
+
+def test_fifo_does_not_hang(tmp_path):
+    """A named pipe given as the audio file is refused at once (opened non-blocking, then fstat)."""
+    p = tmp_path / "pipe.wav"
+    os.mkfifo(p)
+    old = signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("load_audio hung on a FIFO")))
+    signal.alarm(5)
+    try:
+        with pytest.raises(OracleError) as err:
+            load_audio(p)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert str(err.value) == f"{p}: not a regular file"
+
+
+def test_one_hz_wav_bounded_before_resampling(tmp_path):
+    """32 KB declaring 16000 frames at 1 Hz would resample to 256 M samples: refused from the header."""
+    p = tmp_path / "1hz.wav"
+    sf.write(p, np.zeros(16000, np.int16), 1, subtype="PCM_16")
+    assert p.stat().st_size < 33000
+    tracemalloc.start()
+    try:
+        with pytest.raises(OracleError) as err:
+            load_audio(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(err.value) == (f"{p}: audio is 16000.0 s long (16000 frames at 1 Hz), over the limit of 7200 s "
+                              "(raise it with --max-audio-seconds)")
+    assert peak < 1 << 20, peak  # nothing was decoded or resampled
+    # the limit is the flag's: lowered, a 3 s file is refused too; a short 1 Hz file is fine
+    q = tmp_path / "3s.wav"
+    sf.write(q, np.zeros(48000, np.int16), 16000, subtype="PCM_16")
+    with pytest.raises(OracleError) as err:
+        load_audio(q, max_seconds=2.5)
+    assert "over the limit of 2.5 s" in str(err.value)
+    r = tmp_path / "10frames_1hz.wav"
+    sf.write(r, np.zeros(10, np.int16), 1, subtype="PCM_16")
+    assert load_audio(r).shape == (160000,)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "7200"])
+def test_bad_max_seconds(tmp_path, bad):
+    with pytest.raises(OracleError) as err:
+        load_audio(tmp_path / "x.wav", max_seconds=bad)
+    assert_one_line(err, f"{tmp_path / 'x.wav'}: maximum audio duration must be a positive number of seconds")
+
+
+def test_raw_file_name(tmp_path):
+    """soundfile guesses RAW from a ``.raw`` name and then demands its parameters (a TypeError); the
+    loader detects the format from the bytes, as MC's in-memory read does."""
+    good = tmp_path / "speech.raw"
+    k = np.arange(-50, 50, dtype=np.int16)
+    sf.write(good, k, 16000, format="WAV", subtype="PCM_16")
+    assert np.array_equal(load_audio(good), k / 32768.0)
+    junk = tmp_path / "junk.raw"
+    junk.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(OracleError) as err:
+        load_audio(junk)
+    assert str(err.value) == f"{junk}: not a readable audio file (Format not recognised.)"
+
+
+def test_channel_mean_overflow(tmp_path):
+    """Finite float32 samples whose float32 channel mean overflows (the reference averages in float32)."""
+    p = tmp_path / "loud.wav"
+    x = np.zeros((100, 2), np.float32)
+    x[40:] = 3.0e38
+    sf.write(p, x, 16000, subtype="FLOAT")
+    with pytest.raises(OracleError) as err:
+        load_audio(p)
+    assert str(err.value) == (f"{p}: the channel average overflows float32 at sample 40 "
+                              "(samples near ±3.4e38; the reference averages in float32)")
+
+
+def test_resampler_overflow(tmp_path):
+    p = tmp_path / "loud44k.wav"
+    sf.write(p, np.full(1000, 3.3e38, np.float32), 44100, subtype="FLOAT")  # the filter's overshoot overflows
+    with pytest.raises(OracleError) as err:
+        load_audio(p)
+    assert str(err.value) == f"{p}: resampling overflows float32 (samples near ±3.4e38; the reference resamples in float32)"
+
+
+def test_double_beyond_float32(tmp_path):
+    p = tmp_path / "d.wav"
+    x = np.zeros(100)
+    x[5] = 1e300
+    sf.write(p, x, 16000, subtype="DOUBLE")
+    with pytest.raises(OracleError) as err:
+        load_audio(p)
+    assert str(err.value) == f"{p}: contains Inf samples (first at sample 5; a 64-bit value beyond ±3.4e38 reads as Inf in float32)"
+
+
+def test_rates_soxr_and_the_loader_refuse(tmp_path):
+    # 0 Hz in the header: libsndfile itself refuses the file
+    p = tmp_path / "r0.wav"
+    sf.write(p, np.zeros(10, np.int16), 8000, subtype="PCM_16")
+    b = bytearray(p.read_bytes())
+    b[24:32] = bytes(8)  # fmt chunk: sample rate and byte rate 0
+    p.write_bytes(bytes(b))
+    with pytest.raises(OracleError) as err:
+        load_audio(p)
+    assert_one_line(err, f"{p}: not a readable audio file (")
+    # above the accepted range
+    q = tmp_path / "1mhz.wav"
+    sf.write(q, np.zeros(100, np.int16), 1_000_000, subtype="PCM_16")
+    with pytest.raises(OracleError) as err:
+        load_audio(q)
+    assert str(err.value) == f"{q}: sample rate 1000000 Hz is outside the accepted 1 .. 768000 Hz"
+    # one sample at 44.1 kHz resamples to nothing
+    r = tmp_path / "one.wav"
+    sf.write(r, np.zeros(1, np.int16), 44100, subtype="PCM_16")
+    with pytest.raises(OracleError) as err:
+        load_audio(r)
+    assert str(err.value) == f"{r}: too short to resample: 1 frame(s) at 44100 Hz give no sample at 16000 Hz"
+
+
+def test_reader_blocks_are_bounded(tmp_path):
+    """A 20 s, 6-channel 96 kHz file is read in blocks of 2^20 values: the loader's traced peak is the
+    16 kHz result plus a few blocks, far below the 46 MB the whole float32 file would take."""
+    p = tmp_path / "long96k6ch.wav"
+    rng = np.random.default_rng(11)
+    sf.write(p, (0.1 * rng.standard_normal((96000 * 20, 6))).astype(np.float32), 96000, subtype="FLOAT")
+    tracemalloc.start()
+    try:
+        y = load_audio(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert y.shape == (320000,)
+    assert peak < 24 << 20, peak
