@@ -33,6 +33,7 @@ from oracle.audio import quantize_int16
 from oracle.precision import FLOAT32
 from oracle.protocol import EOS
 from oracle.pipeline import load_setup, offline_tokens, read_audio, stream_audio, stream_tokens
+from oracle.streaming import Model, StreamingSession
 from oracle.synth import write_checkpoint
 from oracle import builtin
 
@@ -114,3 +115,27 @@ def test_stream_audio_chunks_are_the_loaded_waveform(files):
             assert all(len(c) == size for c in chunks[:-1]) and 0 < len(chunks[-1]) <= size
             assert all(c.dtype == np.float64 for c in chunks)
             assert np.array_equal(np.concatenate(chunks), whole)
+
+
+def test_file_stream_caches_bounded(tmp_path):
+    """30 s of 44.1 kHz stereo FLAC streamed from the file on the tiny checkpoint (encoder window 16
+    frames, decoder window 8 tokens): after every 80 ms chunk the caches hold at most window − 1 keys,
+    the session's state stops growing once the windows are full, and the reader holds one block."""
+    setup = load_setup(builtin.tiny_checkpoint())
+    cfg = setup.ckpt.config
+    speech = am.at_rate(am.speech_16k(tmp_path), 44100, tmp_path)
+    unit = np.concatenate([speech, np.zeros(22050, np.float32)])
+    long = np.resize(unit, 30 * 44100)
+    path = am.write(tmp_path / "long.flac", am.with_channels(long, 2), 44100, "flac")
+    session = StreamingSession(Model(setup.ckpt, FLOAT32), setup.protocol)
+    sizes = []
+    for chunk in stream_audio(path, 16000, 1280):
+        session.feed(chunk)
+        assert all(len(kv) <= cfg.encoder.sliding_window - 1 for kv in session.enc.kv)
+        assert all(len(kv) <= cfg.decoder.sliding_window - 1 for kv in session.dec.kv)
+        sizes.append(sum(session.state_nbytes().values()))
+    session.finish()
+    assert session.n_audio >= 375  # 30 s = 375 tokens of audio, all encoded
+    assert len(sizes) == -(-30 * 16000 // 1280)
+    # full windows after the first second: from then on the state is a constant size
+    assert max(sizes[25:]) <= max(sizes[:25]), (max(sizes[:25]), max(sizes[25:]))
