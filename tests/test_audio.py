@@ -1,4 +1,4 @@
-"""oracle.audio: decoding, channel averaging, resampling, user-error messages, and libsndfile's int16 rule."""
+"""oracle.audio: decoding, channel averaging, resampling (soxr, as MC), user-error messages, hostile files, and libsndfile's int16 rule."""
 
 from __future__ import annotations
 
@@ -386,3 +386,23 @@ def test_reader_blocks_are_bounded(tmp_path):
         tracemalloc.stop()
     assert y.shape == (320000,)
     assert peak < 24 << 20, peak
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_cli_limits_and_fifo(tmp_path, capsys, stream):
+    """Through ``voxtral-oracle transcribe``: the duration flag and a FIFO give one line, exit 2, no output."""
+    from oracle import builtin
+    from oracle_tools.cli import main
+
+    mode = ["--stream"] if stream else []
+    p = tmp_path / "3s.wav"
+    sf.write(p, np.zeros(48000, np.int16), 16000, subtype="PCM_16")
+    assert main(["transcribe", str(builtin.tiny_checkpoint()), str(p), "--max-audio-seconds", "2", *mode]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.strip().endswith("over the limit of 2 s (raise it with --max-audio-seconds)"), err
+    fifo = tmp_path / "live.wav"
+    os.mkfifo(fifo)
+    assert main(["transcribe", str(builtin.tiny_checkpoint()), str(fifo), *mode]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"voxtral-oracle transcribe: error: {fifo}: not a regular file\n"
