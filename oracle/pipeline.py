@@ -6,6 +6,10 @@
 
 Streaming (``stream_tokens``) feeds the unquantized samples to a ``StreamingSession`` in chunks, as
 the real-time references do (they never quantize).
+
+Files: ``read_audio`` loads a whole file as the reference does (``oracle.audio.load_audio``: any rate,
+any channel count, soxr HQ to 16 kHz); ``stream_audio`` yields the same samples in fixed-size chunks,
+decoding and resampling as they are consumed, so a stream's memory does not grow with the file.
 """
 
 from __future__ import annotations
