@@ -20,7 +20,7 @@ import numpy as np
 
 from .cache import KV
 from .config import CONV_KERNEL, CONV_STRIDE, EncoderConfig
-from .layers import apply_rope, attention, conv1d, gelu, linear, rms_norm, rope_angles, swiglu, window_mask
+from .layers import apply_rope, conv1d, gelu, linear, rms_norm, rope_angles, swiglu, window_attention
 from .precision import Precision
 from .taps import no_tap
 from .weights import ConvStemWeights, EncoderLayerWeights, NormWeights
@@ -83,7 +83,8 @@ def encoder_attention(n: np.ndarray, positions: np.ndarray, w: EncoderLayerWeigh
     tap(f"{name}.v", v)
     # q, k, v and the softmax weights are matmul operands too (a ggml port's F16 KV cache holds k, v).
     kv = (past if past is not None else KV.empty(hh, dh, n.dtype)).extend(p.operand(k), p.operand(v), positions)
-    a = p.store(attention(p.operand(q), kv.k, kv.v, window_mask(positions, kv.pos, cfg.sliding_window), operand=p.operand))
+    a = p.store(window_attention(p.operand(q), positions, kv.k, kv.v, kv.pos, cfg.sliding_window,
+                                 operand=p.operand))  # no [S, S] mask: memory stays linear in the length
     out = p.store(linear(p.operand(a.reshape(s, hh * dh)), w.wo, w.bo))
     tap(f"{name}.attn.out", out)
     return out, kv

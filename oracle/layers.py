@@ -156,6 +156,27 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray, ope
     return out.reshape(n, h, dh)  # head h = kv · G + r
 
 
+def window_attention(q: np.ndarray, q_pos: np.ndarray, k: np.ndarray, v: np.ndarray, k_pos: np.ndarray,
+                     window: int, operand=None) -> np.ndarray:
+    """``attention(q, k, v, window_mask(q_pos, k_pos, window))`` without the [N, S] mask.  -> [N, H, Dh]
+
+    The whole-sequence mask is quadratic in the length (an hour of audio: 180,000 encoder frames, a
+    32 GB mask and 260 GB of position differences), while each block of ``kernels.QUERY_BLOCK`` queries only sees
+    the band of keys (q_pos[i0] − window, q_pos[i1−1]]. Calling ``attention`` per block on that band
+    performs the very same products (the same block boundaries, the same key columns, in the same
+    order), so the result is bit-identical; memory is O(N + B · (B + window)), B the block."""
+    n = q.shape[0]
+    assert q_pos.shape == (n,) and k_pos.shape == (k.shape[0],), (q_pos.shape, k_pos.shape, q.shape, k.shape)
+    assert (np.diff(q_pos) > 0).all() and (np.diff(k_pos) > 0).all(), "window_attention: positions must increase"
+    out = np.empty_like(q)
+    for i0 in range(0, n, kernels.QUERY_BLOCK):  # the fast kernel's blocks: bit-identical to one call
+        i1 = min(i0 + kernels.QUERY_BLOCK, n)
+        lo = int(np.searchsorted(k_pos, q_pos[i0] - window, side="right"))
+        hi = int(np.searchsorted(k_pos, q_pos[i1 - 1], side="right"))
+        out[i0:i1] = attention(q[i0:i1], k[lo:hi], v[lo:hi], window_mask(q_pos[i0:i1], k_pos[lo:hi], window), operand)
+    return out
+
+
 def attention_probs(q: np.ndarray, k: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """softmax(q kᵀ / √Dh + mask) per query head. [N,H,Dh],[S,K,Dh],[N,S] -> [H, N, S] (the weights
     ``attention`` uses; traces draw them). A masked key scores −inf: its weight is exactly 0."""

@@ -6,6 +6,10 @@
 
 Streaming (``stream_tokens``) feeds the unquantized samples to a ``StreamingSession`` in chunks, as
 the real-time references do (they never quantize).
+
+Files: ``read_audio`` loads a whole file as the reference does (``oracle.audio.load_audio``: any rate,
+any channel count, soxr HQ to 16 kHz); ``stream_audio`` yields the same samples in fixed-size chunks,
+decoding and resampling as they are consumed, so a stream's memory does not grow with the file.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .audio import load_audio, quantize_int16
+from .audio import MAX_AUDIO_SECONDS, AudioReader, load_audio, quantize_int16
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import OracleError, where
 from .mel import log_mel
@@ -82,9 +86,46 @@ def chunked(audio: np.ndarray, size: int) -> Iterable[np.ndarray]:
         yield audio[i:i + size]
 
 
-def read_audio(path: str | Path, sampling_rate: int) -> np.ndarray:
-    return load_audio(path, sampling_rate)
+def read_audio(path: str | Path, sampling_rate: int, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
+    """The whole file as the reference's ``sampling_rate`` mono waveform (``oracle.audio.load_audio``). -> [L]"""
+    return load_audio(path, sampling_rate, max_seconds)
 
 
-__all__ = ["Setup", "load_setup", "offline_mel", "offline_tokens", "stream_tokens", "chunked", "read_audio",
+def stream_audio(path: str | Path, sampling_rate: int, size: int,
+                 max_seconds: float = MAX_AUDIO_SECONDS) -> Iterable[np.ndarray]:
+    """The file's waveform in chunks of ``size`` samples (the last one shorter), float64, decoded and
+    resampled as it is consumed: the chunks concatenated are ``read_audio(path, ...)`` bit for bit
+    (soxr's stream resampler equals its one-shot call), and memory does not grow with the file.
+
+    Before returning, the file is decoded and resampled once in full without keeping anything, so
+    every problem with its content (NaN, overflow, too short) is one error line now, before any model
+    work or output; the second pass then feeds the session. (Reading a file twice costs ~1 s per
+    hour of 16 kHz audio; a live source would be fed to ``StreamingSession`` directly.)"""
+    assert size >= 1, size
+    with AudioReader(path, sampling_rate, max_seconds) as check:
+        info = check.info
+        if sum(len(piece) for piece in check.blocks()) == 0:
+            raise OracleError(where(Path(path), f"too short to resample: {info.frames} frame(s) at "
+                                                f"{info.samplerate} Hz give no sample at {sampling_rate} Hz"))
+    reader = AudioReader(path, sampling_rate, max_seconds)
+
+    def chunks() -> Iterable[np.ndarray]:
+        with reader:
+            pending: list[np.ndarray] = []
+            held = 0
+            for piece in reader.blocks():  # float32 pieces of any length
+                pending.append(piece)
+                held += len(piece)
+                while held >= size:
+                    joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                    out, rest = joined[:size], joined[size:]
+                    pending, held = ([rest] if len(rest) else []), len(rest)
+                    yield out.astype(np.float64)
+            if held:
+                yield np.concatenate(pending).astype(np.float64)
+
+    return chunks()
+
+
+__all__ = ["Setup", "load_setup", "offline_mel", "offline_tokens", "stream_tokens", "chunked", "read_audio", "stream_audio",
            "IncrementalDecoder"]

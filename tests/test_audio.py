@@ -1,12 +1,16 @@
-"""oracle.audio: decoding, channel averaging, resampling, user-error messages, and libsndfile's int16 rule."""
+"""oracle.audio: decoding, channel averaging, resampling (soxr, as MC), user-error messages, hostile files, and libsndfile's int16 rule."""
 
 from __future__ import annotations
 
 import io
+import os
+import signal
+import tracemalloc
 
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 
 from oracle.audio import is_int16_exact, load_audio, quantize_int16, resample, write_wav_int16
 from oracle.errors import OracleError
@@ -83,24 +87,54 @@ def test_resampled_length_and_frequency(tmp_path, rate):
     y = load_audio(p)
     assert y.shape == (16000,)
     assert peak_hz(y, 16000) == 440.0
-    # amplitude kept away from the ends (the FIR's edge transients live within ~10 ms of them)
+    # amplitude kept away from the ends (the filter's edge transients live within ~10 ms of them)
     mid = y[1600:-1600]
     assert np.abs(mid).max() == pytest.approx(0.5, abs=5e-3)
     np.testing.assert_allclose(mid, sine(440.0, 16000)[1600:-1600], rtol=0, atol=5e-3)
+    # and it is MC's Audio.resample: soxr HQ, float32, one shot
+    assert np.array_equal(y, soxr.resample(x.astype(np.float32), rate, 16000, quality="HQ").astype(np.float64))
 
 
-def test_resample_reduced_ratio_length():
-    x = np.zeros(12345)
-    assert resample(x, 44100, 16000).shape == (-(-12345 * 160 // 441),)  # ceil(L * 160 / 441)
+def test_resample_is_soxr_hq_float32():
+    x = np.random.default_rng(8).uniform(-1, 1, 12345).astype(np.float32)
+    y = resample(x, 44100, 16000)
+    assert y.dtype == np.float32 and y.shape == (round(12345 * 160 / 441),)
+    assert np.array_equal(y, soxr.resample(x, 44100, 16000, quality="HQ"))
     assert resample(x, 16000, 16000) is x
 
 
-def test_stereo_averaged(tmp_path):
+def test_soxr_stream_equals_one_shot():
+    """The loader resamples block by block with soxr.ResampleStream; for any block sizes that is the
+    one-shot soxr.resample MC calls (the conformance grid checks whole files against MC itself)."""
+    rng = np.random.default_rng(9)
+    for rate in (8000, 11025, 22050, 44100, 48000, 96000, 7):
+        for n in (1, 2, 17, 999, int(rng.integers(1000, 40000))):
+            x = (0.3 * rng.standard_normal(n)).astype(np.float32)
+            block = int(rng.integers(1, 5000))
+            stream = soxr.ResampleStream(rate, 16000, 1, dtype="float32", quality="HQ")
+            parts = [stream.resample_chunk(x[i:i + block], last=False) for i in range(0, n, block)]
+            parts.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+            one = soxr.resample(x, rate, 16000, quality="HQ")
+            assert np.array_equal(np.concatenate(parts), one), (rate, n, block)
+
+
+def test_stereo_averaged_in_float32(tmp_path):
     rng = np.random.default_rng(5)
     lr = rng.uniform(-1, 1, (2000, 2)).astype(np.float32)
     p = tmp_path / "st.wav"
     sf.write(p, lr, 16000, subtype="FLOAT")
-    assert np.array_equal(load_audio(p), lr.astype(np.float64).mean(axis=1))
+    y = load_audio(p)
+    assert np.array_equal(y, lr.mean(axis=1).astype(np.float64))  # float32 mean, widened (as MC)
+    assert not np.array_equal(y, lr.astype(np.float64).mean(axis=1))  # not a float64 mean
+
+
+def test_pcm24_and_pcm32_read_as_float32(tmp_path):
+    """libsndfile's float32 read is the reference's: 24-bit PCM is exact in float32, 32-bit PCM is rounded."""
+    k = np.random.default_rng(10).integers(-2**31, 2**31, 3000, dtype=np.int64).astype(np.int32)
+    p = tmp_path / "pcm32.wav"
+    sf.write(p, k, 16000, subtype="PCM_32")
+    assert np.array_equal(load_audio(p), sf.read(p, dtype="float32")[0].astype(np.float64))
+    assert not np.array_equal(load_audio(p), k / 2.0**31)
 
 
 # --- user errors: one line, starting with the path --------------------------------------------
@@ -217,3 +251,158 @@ def test_write_wav_int16_bad_path(tmp_path):
     with pytest.raises(OracleError) as err:
         write_wav_int16(p, np.zeros(10))
     assert_one_line(err, f"{p}: cannot write WAV (")
+
+
+# --- hostile input: one line, bounded memory, no hang ------------------------------------------
+
+
+def test_fifo_does_not_hang(tmp_path):
+    """A named pipe given as the audio file is refused at once (opened non-blocking, then fstat)."""
+    p = tmp_path / "pipe.wav"
+    os.mkfifo(p)
+    old = signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("load_audio hung on a FIFO")))
+    signal.alarm(5)
+    try:
+        with pytest.raises(OracleError) as err:
+            load_audio(p)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert str(err.value) == f"{p}: not a regular file"
+
+
+def test_one_hz_wav_bounded_before_resampling(tmp_path):
+    """32 KB declaring 16000 frames at 1 Hz would resample to 256 M samples: refused from the header."""
+    p = tmp_path / "1hz.wav"
+    sf.write(p, np.zeros(16000, np.int16), 1, subtype="PCM_16")
+    assert p.stat().st_size < 33000
+    tracemalloc.start()
+    try:
+        with pytest.raises(OracleError) as err:
+            load_audio(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(err.value) == (f"{p}: audio is 16000.0 s long (16000 frames at 1 Hz), over the limit of 7200 s "
+                              "(raise it with --max-audio-seconds)")
+    assert peak < 1 << 20, peak  # nothing was decoded or resampled
+    # the limit is the flag's: lowered, a 3 s file is refused too; a short 1 Hz file is fine
+    q = tmp_path / "3s.wav"
+    sf.write(q, np.zeros(48000, np.int16), 16000, subtype="PCM_16")
+    with pytest.raises(OracleError) as err:
+        load_audio(q, max_seconds=2.5)
+    assert "over the limit of 2.5 s" in str(err.value)
+    r = tmp_path / "10frames_1hz.wav"
+    sf.write(r, np.zeros(10, np.int16), 1, subtype="PCM_16")
+    assert load_audio(r).shape == (160000,)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "7200"])
+def test_bad_max_seconds(tmp_path, bad):
+    with pytest.raises(OracleError) as err:
+        load_audio(tmp_path / "x.wav", max_seconds=bad)
+    assert_one_line(err, f"{tmp_path / 'x.wav'}: maximum audio duration must be a positive number of seconds")
+
+
+def test_raw_file_name(tmp_path):
+    """soundfile guesses RAW from a ``.raw`` name and then demands its parameters (a TypeError); the
+    loader detects the format from the bytes, as MC's in-memory read does."""
+    good = tmp_path / "speech.raw"
+    k = np.arange(-50, 50, dtype=np.int16)
+    sf.write(good, k, 16000, format="WAV", subtype="PCM_16")
+    assert np.array_equal(load_audio(good), k / 32768.0)
+    junk = tmp_path / "junk.raw"
+    junk.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(OracleError) as err:
+        load_audio(junk)
+    assert str(err.value) == f"{junk}: not a readable audio file (Format not recognised.)"
+
+
+def test_channel_mean_overflow(tmp_path):
+    """Finite float32 samples whose float32 channel mean overflows (the reference averages in float32)."""
+    p = tmp_path / "loud.wav"
+    x = np.zeros((100, 2), np.float32)
+    x[40:] = 3.0e38
+    sf.write(p, x, 16000, subtype="FLOAT")
+    with pytest.raises(OracleError) as err:
+        load_audio(p)
+    assert str(err.value) == (f"{p}: the channel average overflows float32 at sample 40 "
+                              "(samples near ±3.4e38; the reference averages in float32)")
+
+
+def test_resampler_overflow(tmp_path):
+    p = tmp_path / "loud44k.wav"
+    sf.write(p, np.full(1000, 3.3e38, np.float32), 44100, subtype="FLOAT")  # the filter's overshoot overflows
+    with pytest.raises(OracleError) as err:
+        load_audio(p)
+    assert str(err.value) == f"{p}: resampling overflows float32 (samples near ±3.4e38; the reference resamples in float32)"
+
+
+def test_double_beyond_float32(tmp_path):
+    p = tmp_path / "d.wav"
+    x = np.zeros(100)
+    x[5] = 1e300
+    sf.write(p, x, 16000, subtype="DOUBLE")
+    with pytest.raises(OracleError) as err:
+        load_audio(p)
+    assert str(err.value) == f"{p}: contains Inf samples (first at sample 5; a 64-bit value beyond ±3.4e38 reads as Inf in float32)"
+
+
+def test_rates_soxr_and_the_loader_refuse(tmp_path):
+    # 0 Hz in the header: libsndfile itself refuses the file
+    p = tmp_path / "r0.wav"
+    sf.write(p, np.zeros(10, np.int16), 8000, subtype="PCM_16")
+    b = bytearray(p.read_bytes())
+    b[24:32] = bytes(8)  # fmt chunk: sample rate and byte rate 0
+    p.write_bytes(bytes(b))
+    with pytest.raises(OracleError) as err:
+        load_audio(p)
+    assert_one_line(err, f"{p}: not a readable audio file (")
+    # above the accepted range
+    q = tmp_path / "1mhz.wav"
+    sf.write(q, np.zeros(100, np.int16), 1_000_000, subtype="PCM_16")
+    with pytest.raises(OracleError) as err:
+        load_audio(q)
+    assert str(err.value) == f"{q}: sample rate 1000000 Hz is outside the accepted 1 .. 768000 Hz"
+    # one sample at 44.1 kHz resamples to nothing
+    r = tmp_path / "one.wav"
+    sf.write(r, np.zeros(1, np.int16), 44100, subtype="PCM_16")
+    with pytest.raises(OracleError) as err:
+        load_audio(r)
+    assert str(err.value) == f"{r}: too short to resample: 1 frame(s) at 44100 Hz give no sample at 16000 Hz"
+
+
+def test_reader_blocks_are_bounded(tmp_path):
+    """A 20 s, 6-channel 96 kHz file is read in blocks of 2^20 values: the loader's traced peak is the
+    16 kHz result plus a few blocks, far below the 46 MB the whole float32 file would take."""
+    p = tmp_path / "long96k6ch.wav"
+    rng = np.random.default_rng(11)
+    sf.write(p, (0.1 * rng.standard_normal((96000 * 20, 6))).astype(np.float32), 96000, subtype="FLOAT")
+    tracemalloc.start()
+    try:
+        y = load_audio(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert y.shape == (320000,)
+    assert peak < 24 << 20, peak
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_cli_limits_and_fifo(tmp_path, capsys, stream):
+    """Through ``voxtral-oracle transcribe``: the duration flag and a FIFO give one line, exit 2, no output."""
+    from oracle import builtin
+    from oracle_tools.cli import main
+
+    mode = ["--stream"] if stream else []
+    p = tmp_path / "3s.wav"
+    sf.write(p, np.zeros(48000, np.int16), 16000, subtype="PCM_16")
+    assert main(["transcribe", str(builtin.tiny_checkpoint()), str(p), "--max-audio-seconds", "2", *mode]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.strip().endswith("over the limit of 2 s (raise it with --max-audio-seconds)"), err
+    fifo = tmp_path / "live.wav"
+    os.mkfifo(fifo)
+    assert main(["transcribe", str(builtin.tiny_checkpoint()), str(fifo), *mode]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"voxtral-oracle transcribe: error: {fifo}: not a regular file\n"
