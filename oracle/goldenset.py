@@ -298,9 +298,10 @@ def load_golden(path) -> GoldenSet:
         dirs.add(d)
         manifest_path = root / d / "manifest.json"
         _check_sha(manifest_path, sha, f"index.json {label}")
+        kind = _field(index_path, c, "kind", str, f"{label}.kind")
         case = _load_case(root / d, manifest_path, name)
-        if c.get("kind") is not None and c.get("kind") != case.kind:
-            raise _broken(index_path, f"{label}.kind is {c.get('kind')!r} but its manifest says {case.kind!r}")
+        if kind != case.kind:
+            raise _broken(index_path, f"{label}.kind is {kind!r} but its manifest says {case.kind!r}")
         cases.append(case)
     return GoldenSet(root, tuple(cases), index)
 

@@ -83,7 +83,7 @@ def test_bad_delay_cli(delay, capsys):
 
 def test_usage_error_exit_code(capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["transcribe", "--dtype", "float16"])
+        main(["transcribe", "--dtype", "float8"])
     assert exc.value.code == 2
 
 
