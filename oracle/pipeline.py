@@ -14,6 +14,7 @@ decoding and resampling as they are consumed, so a stream's memory does not grow
 
 from __future__ import annotations
 
+import resource
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -26,7 +27,7 @@ from .errors import OracleError, where
 from .mel import log_mel
 from .precision import Precision
 from .protocol import Protocol, make_protocol
-from .streaming import Model, StreamingSession, generate_offline
+from .streaming import Model, StreamingSession, available_memory, generate_offline
 from .tokenizer import IncrementalDecoder, Tekken
 
 
@@ -53,6 +54,49 @@ def offline_mel(audio: np.ndarray, proto: Protocol, p: Precision, quantize: bool
     """The offline features: optional int16 quantization, padding, log-mel in the policy's dtype. -> [M, 8N]"""
     x = quantize_int16(audio) if quantize else audio
     return log_mel(proto.pad_offline(x).astype(p.dtype), p.dtype, audio=proto.audio)
+
+
+# Offline, everything grows with the clip. Per 16 kHz sample, in float64: the waveform and its quantized
+# and padded copies (~32 B), the STFT frames [T, 400] and their windowed copy (2 x 20 B, T = L/160), the
+# rfft [T, 201] complex (20 B), power and mel (~16 B): about 100 B. Measured on the tiny checkpoint: 74 B
+# per sample (10 and 60 minutes, peak RSS). The encoder adds a few [S, De] arrays (S = L/320).
+OFFLINE_FRONT_END_BYTES_PER_SAMPLE = 100
+OFFLINE_ENCODER_COPIES = 8
+
+
+def offline_memory_bytes(setup: Setup, n_samples: int, p: Precision) -> int:
+    """An upper estimate of what an offline transcription of ``n_samples`` (16 kHz) holds beyond the
+    weights (see the constants above)."""
+    cfg = setup.ckpt.config
+    frames = n_samples // (cfg.audio.hop_length * 2)  # encoder frames: conv2 halves the mel frames
+    return n_samples * OFFLINE_FRONT_END_BYTES_PER_SAMPLE + OFFLINE_ENCODER_COPIES * frames * cfg.encoder.dim * p.dtype.itemsize
+
+
+def memory_headroom() -> int | None:
+    """Bytes this process can still take: the smaller of MemAvailable and what its address-space limit
+    (RLIMIT_AS, e.g. ``ulimit -v``) leaves above its current size; None if neither is known."""
+    room = [available_memory()]
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        try:
+            with open("/proc/self/statm") as f:
+                size = int(f.read().split()[0]) * resource.getpagesize()
+            room.append(soft - size)
+        except (OSError, ValueError, IndexError):
+            room.append(soft)
+    known = [r for r in room if r is not None]
+    return min(known) if known else None
+
+
+def check_offline_memory(setup: Setup, n_samples: int, p: Precision, source) -> None:
+    """Refuse, in one line, an offline run that would not fit (before the STFT allocates it): offline
+    memory grows with the clip, streaming's does not."""
+    need, room = offline_memory_bytes(setup, n_samples, p), memory_headroom()
+    if room is not None and need > room:
+        minutes = n_samples / setup.ckpt.config.audio.sampling_rate / 60
+        raise OracleError(where(source, f"offline transcription of {minutes:.0f} min of audio needs about "
+                                        f"{need / 2**30:.1f} GiB beyond the weights, more than the {room / 2**30:.1f} GiB "
+                                        "this process has; use --stream (its memory does not grow with the length)"))
 
 
 def offline_tokens(setup: Setup, audio: np.ndarray, p: Precision, quantize: bool = True, tap=None,

@@ -406,3 +406,22 @@ def test_cli_limits_and_fifo(tmp_path, capsys, stream):
     assert main(["transcribe", str(builtin.tiny_checkpoint()), str(fifo), *mode]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err == f"voxtral-oracle transcribe: error: {fifo}: not a regular file\n"
+
+
+def test_offline_memory_is_checked_before_the_stft(tmp_path):
+    """Fuzz case 7525 (seed 0): a 0.5 s WAV whose header says 3 Hz is 44 minutes at 16 kHz. Under a 3 GiB
+    address-space cap, offline transcription would need ~4 GiB: one line before the STFT allocates it,
+    pointing at --stream, instead of a MemoryError."""
+    import subprocess
+    import sys
+
+    from oracle import builtin
+
+    p = tmp_path / "3hz.wav"
+    sf.write(p, (np.sin(np.arange(8000) / 7.0) * 8000).astype(np.int16), 3, subtype="PCM_16")
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30));"
+            "from oracle_tools.cli import main; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "transcribe", str(builtin.tiny_checkpoint()), str(p), "--quiet"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1, r.stderr
+    assert "offline transcription of 44 min of audio needs about" in r.stderr and "use --stream" in r.stderr

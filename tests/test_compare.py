@@ -506,6 +506,10 @@ def test_forward_refuses_what_compare_refuses(tmp_path, capsys):
     code, err = forward(write_golden_set(tmp_path / "p", provenance=prov))
     assert code == 2 and "index.json: provenance lacks delay_ms, framing: cannot replay its cases" in err
 
+    # fuzz case 5686 (seed 0): a negative seed reached numpy's generator as a traceback
+    code, err = forward(write_golden_set(tmp_path / "s", provenance={**_provenance(), "seed": -1}))
+    assert code == 2 and "index.json: provenance seed is -1: cannot replay its cases" in err
+
 
 def test_single_case_directory(gdir):
     g = load_golden(case_dir(gdir, "encoder"))

@@ -51,3 +51,12 @@ def test_json_mutations_flag_type_changes_as_invalid():
             assert not invalid
         seen.add(what.split()[0])
     assert {"set", "delete", "scale", "top-level"} <= seen
+
+
+def test_fuzz_ci_subset_of_audio_golden_sets_and_candidates():
+    """The kinds whose cases run whole commands (transcribe, compare, forward): a smaller seeded subset."""
+    kinds = ("audio", "golden", "candidate")
+    results = fuzz.campaign(seed=20261205, n_cases=300, jobs=2, kinds=kinds, heavy_share=0.0)
+    defects = [r for r in results if r["outcome"] in fuzz.DEFECTS]
+    assert not defects, fuzz.table(results, kinds) + "\n" + "\n".join(map(str, defects[:10]))
+    assert sum(r["outcome"] == "clean_error" for r in results) > 0.3 * len(results)

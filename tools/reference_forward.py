@@ -23,7 +23,7 @@ from oracle import builtin
 from oracle_tools import argtypes
 from oracle_tools.outputs import output_file
 from oracle.checkpoint import write_safetensors
-from oracle.errors import OracleError, where
+from oracle.errors import OracleError, shown, where
 from oracle.golden import Context, replay, select_cases
 from oracle.goldenset import GoldenSet, load_golden
 from oracle.pipeline import load_setup
@@ -47,6 +47,13 @@ def provenance(golden: GoldenSet) -> dict:
     if missing:
         source = golden.path / ("index.json" if golden.index is not None else "manifest.json")
         raise OracleError(where(source, f"provenance lacks {', '.join(missing)}: cannot replay its cases"), exit_code=2)
+    checks = {"checkpoint": lambda v: isinstance(v, str) and v.strip() != "",
+              "delay_ms": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10_000,
+              "seed": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63,
+              "framing": lambda v: v in ("offline", "vllm")}
+    for key, ok in checks.items():
+        if not ok(prov[key]):
+            raise OracleError(where(source, f"provenance {key} is {shown(prov[key])}: cannot replay its cases"), exit_code=2)
     return prov
 
 

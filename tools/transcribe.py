@@ -27,7 +27,7 @@ from oracle import builtin
 from oracle.audio import MAX_AUDIO_SECONDS
 from oracle_tools import argtypes
 from oracle.errors import OracleError
-from oracle.pipeline import load_setup, offline_tokens, read_audio, stream_audio, stream_tokens
+from oracle.pipeline import check_offline_memory, load_setup, offline_tokens, read_audio, stream_audio, stream_tokens
 from oracle.precision import policy
 from oracle.streaming import FRAMINGS, choose_resident, resident_bytes
 from oracle.tokenizer import IncrementalDecoder
@@ -68,6 +68,7 @@ def run(args) -> int:
         chunks = stream_audio(audio_path, rate, max(1, args.chunk_ms * rate // 1000), args.max_audio_seconds)
     else:
         audio = read_audio(audio_path, rate, args.max_audio_seconds)
+        check_offline_memory(setup, len(audio), p, audio_path)
     resident = {"auto": choose_resident(setup.ckpt, p), "resident": True, "streamed": False}[args.weights]
     if not args.quiet and not args.json:
         size = resident_bytes(setup.ckpt, p) / 2**30
