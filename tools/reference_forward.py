@@ -43,9 +43,9 @@ def add_arguments(p) -> None:
 def provenance(golden: GoldenSet) -> dict:
     """The set's provenance (a single case directory: the case's), with every key replay needs."""
     prov = golden.provenance or golden.cases[0].provenance
+    source = golden.path / ("index.json" if golden.index is not None else "manifest.json")
     missing = [k for k in REPLAY_PROVENANCE if k not in prov]
     if missing:
-        source = golden.path / ("index.json" if golden.index is not None else "manifest.json")
         raise OracleError(where(source, f"provenance lacks {', '.join(missing)}: cannot replay its cases"), exit_code=2)
     checks = {"checkpoint": lambda v: isinstance(v, str) and v.strip() != "",
               "delay_ms": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10_000,
