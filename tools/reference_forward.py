@@ -48,7 +48,7 @@ def provenance(golden: GoldenSet) -> dict:
     if missing:
         raise OracleError(where(source, f"provenance lacks {', '.join(missing)}: cannot replay its cases"), exit_code=2)
     checks = {"checkpoint": lambda v: isinstance(v, str) and v.strip() != "",
-              "delay_ms": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10_000,
+              "delay_ms": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10_000),
               "seed": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63,
               "framing": lambda v: v in ("offline", "vllm")}
     for key, ok in checks.items():
