@@ -69,6 +69,18 @@ def test_dump_writes_golden_layouts(harness, tmp_path):
     assert tokens.dtype == np.int64 and tokens.tolist() == [1000, 1001, 2]  # stops after the first EOS
 
 
+def test_free_run_feeds_pad_after_eos(tmp_path):
+    """Without tokens_in: the port's own token, then STREAMING_PAD once it has emitted EOS."""
+    src = tmp_path / "f.c"
+    src.write_text('#include "voxtral_dump.h"\n#include <stdio.h>\nint main(int c, char **v) { (void)c;'
+                   ' vox_dump_init(v[1], NULL); printf("%d ", vox_dump_fed_token(5, 1001)); vox_dump_token(2, 2);'
+                   ' printf("%d %d\\n", vox_dump_fed_token(6, 2), vox_dump_past_eos()); return vox_dump_finish(); }')
+    subprocess.run([shutil.which("gcc") or "cc", "-Wall", "-Werror", "-I", str(EX), str(src), str(EX / "voxtral_dump.c"),
+                    "-o", str(tmp_path / "f")], check=True)
+    r = subprocess.run([str(tmp_path / "f"), str(tmp_path)], capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["1001", "32", "1"]
+
+
 def test_dump_rejects_a_bad_tokens_file(harness, tmp_path):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros(4, dtype=np.float32))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build antirez/voxtral.c with the e2e tap dump and run it: the candidate directory for `voxtral-oracle compare`.
 
-    python examples/voxtral-c/run.py CHECKOUT --ckpt CKPT_DIR --golden GOLDEN_DIR --out CANDIDATE_DIR
+    python examples/voxtral-c/run.py CHECKOUT --ckpt CKPT_DIR [--golden GOLDEN_DIR] --out CANDIDATE_DIR
         [--audio clip.wav] [--fix 1-gelu-erf --fix 2-dft-angle-mod-n ...] [--build BUILD_DIR]
 
 CHECKOUT is a voxtral.c source tree (`git clone https://github.com/antirez/voxtral.c`; this script never
@@ -13,7 +13,8 @@ The golden's `tokens_in` (prompt + the golden greedy tokens) is passed with --to
 feeds tokens_in[p] at every position p (teacher forcing) and decodes past EOS, so every float tap covers
 the golden's N positions. The `tokens` tap is what voxtral.c's own loop emits (up to and including its
 first EOS): with teacher forcing it agrees with a free run up to the first differing token, which is the
-only part compare looks at.
+only part compare looks at. Without --golden, voxtral.c feeds its own tokens (STREAMING_PAD after its
+first EOS, the golden's rule for tokens_in): the same taps whenever its tokens equal the golden's.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkout", type=Path, help="voxtral.c source tree")
     ap.add_argument("--ckpt", type=Path, required=True, help="checkpoint dir: consolidated.safetensors + tekken.json")
-    ap.add_argument("--golden", type=Path, required=True, help="golden set or e2e case dir (for tokens_in)")
+    ap.add_argument("--golden", type=Path, help="golden set or e2e case dir: teacher forcing on its tokens_in")
     ap.add_argument("--out", type=Path, required=True, help="candidate directory to write (.npy per tap)")
     ap.add_argument("--audio", type=Path, help="16-bit PCM WAV (default: the oracle's built-in clip)")
     ap.add_argument("--fix", action="append", default=[], choices=FIXES, help="apply fixes/NAME.patch (repeatable, in order)")
@@ -108,12 +109,14 @@ def main(argv=None) -> int:
         a.audio = speech_clip()
     build_dir = a.build or a.out.with_name(a.out.name + ".build")
     exe = build(a.checkout.resolve(), build_dir.resolve(), a.fix)
-    tokens_in = build_dir / "tokens_in.npy"
-    np.save(tokens_in, golden_tokens_in(a.golden))
     a.out.mkdir(parents=True, exist_ok=True)
     for old in a.out.glob("*.npy"):
         old.unlink()
-    cmd = [str(exe), "-d", str(a.ckpt), "-i", str(a.audio), "--dump", str(a.out), "--tokens-in", str(tokens_in)]
+    cmd = [str(exe), "-d", str(a.ckpt), "-i", str(a.audio), "--dump", str(a.out)]
+    if a.golden is not None:
+        tokens_in = build_dir / "tokens_in.npy"
+        np.save(tokens_in, golden_tokens_in(a.golden))
+        cmd += ["--tokens-in", str(tokens_in)]
     print("+", " ".join(cmd), file=sys.stderr)
     r = subprocess.run(cmd)
     if r.returncode != 0:

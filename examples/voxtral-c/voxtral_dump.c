@@ -130,7 +130,8 @@ void vox_dump_colmajor(const char *name, const float *buf, int dim, int len) {
 }
 
 int vox_dump_fed_token(int pos, int own) {
-    if (!vox_dump_on || !forced) return own;
+    if (!vox_dump_on) return own;
+    if (!forced) return tokens_ended ? VOX_DUMP_PAD : own;  /* the golden's rule for tokens_in */
     if (pos < 0 || (size_t)pos >= n_forced) die("tokens_in is shorter than the number of positions");
     return (int)forced[pos];
 }
@@ -154,7 +155,7 @@ void vox_dump_token(int token, int eos) {
     if (token == eos) tokens_ended = 1;
 }
 
-int vox_dump_past_eos(void) { return vox_dump_on && forced != NULL; }
+int vox_dump_past_eos(void) { return vox_dump_on; }
 
 /* .npy version 1.0: magic, header length, a dict padded with spaces to a multiple of 64 bytes. */
 static int write_npy(const char *name, const char *descr, const char *shape, const void *data, size_t bytes) {
