@@ -103,6 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--audio", type=Path, help="16-bit PCM WAV (default: the oracle's built-in clip)")
     ap.add_argument("--fix", action="append", default=[], choices=FIXES, help="apply fixes/NAME.patch (repeatable, in order)")
     ap.add_argument("--build", type=Path, help="build directory (default: OUT.build)")
+    ap.add_argument("--encoder-only", action="store_true",
+                    help="stop after adapter.out (front-end work: compare with --only 'mel' --only 'enc.*' ...)")
     a = ap.parse_args(argv)
     if a.audio is None:
         from oracle.builtin import speech_clip
@@ -113,6 +115,8 @@ def main(argv=None) -> int:
     for old in a.out.glob("*.npy"):
         old.unlink()
     cmd = [str(exe), "-d", str(a.ckpt), "-i", str(a.audio), "--dump", str(a.out)]
+    if a.encoder_only:
+        cmd.append("--dump-encoder-only")
     if a.golden is not None:
         tokens_in = build_dir / "tokens_in.npy"
         np.save(tokens_in, golden_tokens_in(a.golden))

@@ -157,6 +157,10 @@ void vox_dump_token(int token, int eos) {
 
 int vox_dump_past_eos(void) { return vox_dump_on; }
 
+static int encoder_only = 0;
+void vox_dump_set_encoder_only(void) { encoder_only = 1; }
+int vox_dump_encoder_only(void) { return encoder_only; }
+
 /* .npy version 1.0: magic, header length, a dict padded with spaces to a multiple of 64 bytes. */
 static int write_npy(const char *name, const char *descr, const char *shape, const void *data, size_t bytes) {
     char path[1200];
@@ -202,8 +206,10 @@ int vox_dump_finish(void) {
             rc |= write_npy(t->name, "<f4", shape, t->data, bytes);
         }
     }
-    snprintf(shape, sizeof(shape), "(%zu,)", n_tokens);
-    rc |= write_npy("tokens", "<i8", shape, tokens, n_tokens * sizeof(int64_t));
+    if (!encoder_only) {
+        snprintf(shape, sizeof(shape), "(%zu,)", n_tokens);
+        rc |= write_npy("tokens", "<i8", shape, tokens, n_tokens * sizeof(int64_t));
+    }
     fprintf(stderr, "voxtral dump: wrote %d taps and %zu tokens to %s\n", n_taps, n_tokens, dump_dir);
     return rc;
 }

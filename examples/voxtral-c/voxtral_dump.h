@@ -33,6 +33,9 @@ void vox_dump_check_prompt(int pos, int token);
 void vox_dump_token(int token, int eos);
 /* 1 when decoding must continue past EOS (whenever dumping). */
 int vox_dump_past_eos(void);
+/* Front-end work: stop after adapter.out (the decoder never runs; compare with --only). */
+void vox_dump_set_encoder_only(void);
+int vox_dump_encoder_only(void);
 /* Write every tap as DIR/<name>.npy. Returns 0 on success. */
 int vox_dump_finish(void);
 
