@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Which stage of a port *adds* error: replay each oracle stage in float64 on the port's own input tap.
 
-    python examples/voxtral-c/local_errors.py GOLDEN_CASE_DIR CANDIDATE_DIR --ckpt CKPT [--stages front|all]
+    python examples/voxtral-c/local_errors.py CANDIDATE_DIR --ckpt CKPT (--golden E2E_CASE_DIR | --truth TRUTH_DIR)
+        [--stages front|all] [--markdown F]
 
 For every e2e tap whose input tap the candidate also has, the stage is recomputed by the oracle in
 float64 from the candidate's input and compared with the candidate's output. "inherited" is
 max|candidate − golden| (what compare reports: error added here plus everything before); "local" is
 max|candidate − stage(candidate's input)|: the error this stage adds by itself. Both in % of the
-golden's float32 atol for that tap. A stand-alone sketch of issue 15's stage-local attribution, used
+golden's float32 atol for that tap (when a golden manifest is given). With --truth (truth64.py's
+float64 taps for the candidate's own fed tokens) instead of a golden, the same without the atol. A
+stand-alone sketch of issue 15's stage-local attribution, used
 for docs/case-studies/voxtral-c.md; it reads the golden case directory directly (manifest.json +
 tensors.safetensors) and .npy candidates.
 """
@@ -26,6 +29,7 @@ from oracle.checkpoint import open_checkpoint, read_safetensors_header, read_ten
 from oracle.decoder import decoder_layer, final_norm, layer_ada_scale, lm_head, time_condition
 from oracle.encoder import encoder_layer, encoder_norm
 from oracle.layers import conv1d, gelu
+from oracle.pipeline import load_setup
 from oracle.precision import FLOAT64
 
 
@@ -37,13 +41,16 @@ def load_golden(case: Path) -> tuple[dict, dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("golden", type=Path, help="the e2e case directory (manifest.json)")
     ap.add_argument("candidate", type=Path, help="directory of .npy taps")
+    ap.add_argument("--golden", type=Path, help="the e2e case directory (manifest.json)")
+    ap.add_argument("--truth", type=Path, help="directory of float64 .npy taps (truth64.py)")
     ap.add_argument("--ckpt", type=Path, required=True)
     ap.add_argument("--stages", choices=("front", "all"), default="all", help="front: up to adapter.out")
     ap.add_argument("--markdown", type=Path)
     a = ap.parse_args(argv)
-    manifest, header = load_golden(a.golden)
+    if (a.golden is None) == (a.truth is None):
+        ap.error("give exactly one of --golden and --truth")
+    manifest, header = load_golden(a.golden) if a.golden else ({}, {})
     ckpt = open_checkpoint(a.ckpt)
     cfg, p = ckpt.config, FLOAT64
     cand = {f.stem: np.load(f, allow_pickle=False) for f in a.candidate.glob("*.npy")}
@@ -52,6 +59,8 @@ def main(argv=None) -> int:
         return cand[name].astype(np.float64)
 
     def golden(name):
+        if a.truth:
+            return np.load(a.truth / f"{name}.npy", allow_pickle=False).astype(np.float64)
         return np.asarray(read_tensor(header[name]), dtype=np.float64)
 
     conv = ckpt.conv(p)
@@ -62,7 +71,6 @@ def main(argv=None) -> int:
         "enc.conv.out": ("enc.conv1.out",
                          lambda: gelu(conv1d(c("enc.conv1.out").T, conv.w2, conv.b2, 2, np.zeros((de, 1)))).T),
     }
-    positions_enc = None
     for i in range(n_enc):
         src = "enc.conv.out" if i == 0 else f"enc.L{i - 1:02d}.out"
         replays[f"enc.L{i:02d}.out"] = (src, lambda i=i, src=src: encoder_layer(
@@ -70,7 +78,7 @@ def main(argv=None) -> int:
     replays["enc.out"] = (f"enc.L{n_enc - 1:02d}.out",
                           lambda: encoder_norm(c(f"enc.L{n_enc - 1:02d}.out"), ckpt.encoder_norm(p), cfg.encoder, p))
     replays["adapter.out"] = ("enc.out", lambda: adapter(c("enc.out"), ckpt.adapter(p), cfg.downsample_factor, p))
-    delay = manifest["params"]["delay_tokens"]
+    delay = manifest["params"]["delay_tokens"] if manifest else load_setup(a.ckpt).protocol.t
     replays["dec.t_cond"] = ("", lambda: time_condition(delay, cfg.decoder, p))
     if a.stages == "all":
         for i in range(n_dec):
@@ -85,9 +93,9 @@ def main(argv=None) -> int:
 
     lines = ["| stage | input tap | float32 atol | inherited (% of atol) | local (% of atol) |", "|---|---|---|---|---|"]
     for name, (src, stage) in replays.items():
-        if name not in cand or (src and src not in cand):
+        if name not in cand or (src and src not in cand) or (a.truth and not (a.truth / f"{name}.npy").exists()):
             continue
-        atol = manifest["outputs"][name]["tolerance"]["float32"]["atol"]
+        atol = manifest["outputs"][name]["tolerance"]["float32"]["atol"] if manifest else float("nan")
         got = c(name)
         gold = golden(name)
         if got.shape != gold.shape:
@@ -95,8 +103,9 @@ def main(argv=None) -> int:
             continue
         inherited = float(np.abs(got - gold).max())
         local = float(np.abs(got - stage()).max())
-        lines.append(f"| {name} | {src or '-'} | {atol:.3g} | {inherited:.3g} ({100 * inherited / atol:.0f}%) "
-                     f"| {local:.3g} ({100 * local / atol:.0f}%) |")
+        def pct(v):
+            return f"{v:.3g} ({100 * v / atol:.0f}%)" if manifest else f"{v:.3g}"
+        lines.append(f"| {name} | {src or '-'} | {atol:.3g} | {pct(inherited)} | {pct(local)} |")
         print(lines[-1], flush=True)
     text = "\n".join(lines)
     if a.markdown:
