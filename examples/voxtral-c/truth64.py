@@ -52,8 +52,7 @@ def main(argv=None) -> int:
             own = np.concatenate([own[: int(np.argmax(own == proto.eos)) + 1], np.full(n, proto.pad, np.int64)])
         fed = np.concatenate([proto.prompt, own, np.full(n, proto.pad, np.int64)])[:n]
         np.save(a.out / "tokens_in.npy", fed)
-        logits = decode_positions(ckpt, emb, fed, proto.t, FLOAT64, tap=taps)
-        taps("logits", logits)
+        logits = decode_positions(ckpt, emb, fed, proto.t, FLOAT64, tap=taps)  # taps "logits" itself
         taps("tokens", np.argmax(logits[n_prompt - 1: n - 1], axis=-1).astype(np.int64))
     for name, value in taps.values.items():
         np.save(a.out / f"{name}.npy", value)
