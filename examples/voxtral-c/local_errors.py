@@ -44,6 +44,8 @@ def main(argv=None) -> int:
     ap.add_argument("candidate", type=Path, help="directory of .npy taps")
     ap.add_argument("--golden", type=Path, help="the e2e case directory (manifest.json)")
     ap.add_argument("--truth", type=Path, help="directory of float64 .npy taps (truth64.py)")
+    ap.add_argument("--truth32", type=Path, help="with --truth: the oracle's float32 taps (truth64.py --dtype "
+                    "float32), for atol = 10 x max(float32 deviation, eps32 x max|truth|) (the golden's rule)")
     ap.add_argument("--ckpt", type=Path, required=True)
     ap.add_argument("--stages", choices=("front", "all"), default="all", help="front: up to adapter.out")
     ap.add_argument("--markdown", type=Path)
@@ -96,6 +98,10 @@ def main(argv=None) -> int:
         if name not in cand or (src and src not in cand) or (a.truth and not (a.truth / f"{name}.npy").exists()):
             continue
         atol = manifest["outputs"][name]["tolerance"]["float32"]["atol"] if manifest else float("nan")
+        if a.truth32 is not None and (a.truth32 / f"{name}.npy").exists():
+            t64 = golden(name)
+            dev = float(np.abs(np.load(a.truth32 / f"{name}.npy").astype(np.float64) - t64).max())
+            atol = 10.0 * max(dev, float(np.finfo(np.float32).eps) * float(np.abs(t64).max()))
         got = c(name)
         gold = golden(name)
         if got.shape != gold.shape:
@@ -104,7 +110,7 @@ def main(argv=None) -> int:
         inherited = float(np.abs(got - gold).max())
         local = float(np.abs(got - stage()).max())
         def pct(v):
-            return f"{v:.3g} ({100 * v / atol:.0f}%)" if manifest else f"{v:.3g}"
+            return f"{v:.3g} ({100 * v / atol:.0f}%)" if np.isfinite(atol) else f"{v:.3g}"
         lines.append(f"| {name} | {src or '-'} | {atol:.3g} | {pct(inherited)} | {pct(local)} |")
         print(lines[-1], flush=True)
     text = "\n".join(lines)

@@ -25,7 +25,7 @@ from oracle.builtin import speech_clip
 from oracle.forward import audio_embeddings, decode_positions
 from oracle.mel import log_mel
 from oracle.pipeline import load_setup
-from oracle.precision import FLOAT64
+from oracle.precision import policy
 from oracle.taps import Taps
 
 
@@ -36,14 +36,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--audio", type=Path)
     ap.add_argument("--front-only", action="store_true", help="stop after adapter.out")
+    ap.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                    help="float32: the oracle's own float32 run, for tolerances by the golden's rule")
     a = ap.parse_args(argv)
     setup = load_setup(a.ckpt)
     proto, ckpt = setup.protocol, setup.ckpt
     audio = load_audio(a.audio or speech_clip()).astype(np.float32).astype(np.float64)
-    mel = log_mel(proto.pad_offline(audio), np.float64)
+    p = policy(a.dtype)
+    mel = log_mel(proto.pad_offline(audio), p.dtype)
     taps = Taps("mel", "enc.conv1.out", "enc.conv.out", "enc.L??.out", "enc.out", "adapter.out", "dec.in", "dec.t_cond",
                 "dec.L??.out", "dec.norm", "logits", "tokens")  # the e2e golden names only
-    emb = audio_embeddings(ckpt, mel, FLOAT64, tap=taps)
+    emb = audio_embeddings(ckpt, mel, p, tap=taps)
     a.out.mkdir(parents=True, exist_ok=True)
     if not a.front_only:
         n, n_prompt = emb.shape[0], len(proto.prompt)
@@ -52,7 +55,7 @@ def main(argv=None) -> int:
             own = np.concatenate([own[: int(np.argmax(own == proto.eos)) + 1], np.full(n, proto.pad, np.int64)])
         fed = np.concatenate([proto.prompt, own, np.full(n, proto.pad, np.int64)])[:n]
         np.save(a.out / "tokens_in.npy", fed)
-        logits = decode_positions(ckpt, emb, fed, proto.t, FLOAT64, tap=taps)  # taps "logits" itself
+        logits = decode_positions(ckpt, emb, fed, proto.t, p, tap=taps)  # taps "logits" itself
         taps("tokens", np.argmax(logits[n_prompt - 1: n - 1], axis=-1).astype(np.int64))
     for name, value in taps.values.items():
         np.save(a.out / f"{name}.npy", value)
