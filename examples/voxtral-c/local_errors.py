@@ -104,14 +104,19 @@ def main(argv=None) -> int:
             atol = 10.0 * max(dev, float(np.finfo(np.float32).eps) * float(np.abs(t64).max()))
         got = c(name)
         gold = golden(name)
+        rows = ""
+        if got.ndim == 2 and gold.ndim == 2 and got.shape[0] < gold.shape[0] and name.startswith(("dec.", "logits")):
+            # A port on the N - P schedule never feeds the last position: compare the rows it computes.
+            rows, gold = f" (rows 0..{got.shape[0] - 1})", gold[: got.shape[0]]
         if got.shape != gold.shape:
             lines.append(f"| {name} | {src or '-'} | {atol:.3g} | shape {got.shape} vs {gold.shape} | |")
             continue
         inherited = float(np.abs(got - gold).max())
-        local = float(np.abs(got - stage()).max())
+        replay = stage()
+        local = float(np.abs(got - replay[: got.shape[0]]).max())
         def pct(v):
             return f"{v:.3g} ({100 * v / atol:.0f}%)" if np.isfinite(atol) else f"{v:.3g}"
-        lines.append(f"| {name} | {src or '-'} | {atol:.3g} | {pct(inherited)} | {pct(local)} |")
+        lines.append(f"| {name}{rows} | {src or '-'} | {atol:.3g} | {pct(inherited)} | {pct(local)} |")
         print(lines[-1], flush=True)
     text = "\n".join(lines)
     if a.markdown:
