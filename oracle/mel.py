@@ -76,28 +76,33 @@ def n_mel_frames(n_samples: int, audio: AudioConfig = REFERENCE_AUDIO) -> int:
     return int(n_samples) // audio.hop_length
 
 
-def hann_window(n: int = REFERENCE_AUDIO.window_size, dtype=np.float64) -> np.ndarray:
+def hann_window(n: int = REFERENCE_AUDIO.window_size, dtype=np.float64, *, build_dtype=np.float64) -> np.ndarray:
     """Periodic Hann window w[k] = 0.5 - 0.5 cos(2 pi k / n), k = 0..n-1.  -> [n]
 
     Periodic (denominator n, not n-1) is torch.hann_window's default, which the reference uses.
-    Computed in float64 and rounded once to ``dtype``.
+    Computed in float64 and rounded once to ``dtype``; ``build_dtype=float32`` computes it in float32
+    instead (a port's ``0.5f - 0.5f * cosf(...)``; ``oracle.mel_variants``).
     """
-    dtype = _check_dtype(dtype)
-    k = np.arange(n, dtype=np.float64)
-    return (0.5 - 0.5 * np.cos(2.0 * np.pi * k / n)).astype(dtype)  # [n]
+    dtype, build = _check_dtype(dtype), _check_dtype(build_dtype)
+    k = np.arange(n, dtype=build)
+    two_pi = build.type(2.0 * np.pi)  # float32(2 pi) when built in float32, as a C port writes it
+    return (build.type(0.5) - build.type(0.5) * np.cos(two_pi * k / build.type(n))).astype(dtype)  # [n]
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+def _hz_to_mel(f: np.ndarray, dtype=np.float64) -> np.ndarray:
     # Slaney scale: linear 3f/200 below 1 kHz (15 mel), logarithmic above with 27 mel per ln(6.4).
-    f = np.asarray(f, dtype=np.float64)
-    log_part = 15.0 + np.log(np.maximum(f, 1e-300) / 1000.0) * (27.0 / np.log(6.4))
-    return np.where(f >= 1000.0, log_part, 3.0 * f / 200.0)
+    f = np.asarray(f, dtype=dtype)
+    c = np.dtype(dtype).type
+    tiny = np.finfo(dtype).tiny  # keeps log() finite on the branch np.where discards
+    log_part = c(15.0) + np.log(np.maximum(f, tiny) / c(1000.0)) * (c(27.0) / np.log(c(6.4)))
+    return np.where(f >= c(1000.0), log_part, c(3.0) * f / c(200.0))
 
 
-def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+def _mel_to_hz(m: np.ndarray, dtype=np.float64) -> np.ndarray:
     # Inverse of _hz_to_mel; the split point is mel 15 = 1000 Hz.
-    m = np.asarray(m, dtype=np.float64)
-    return np.where(m >= 15.0, 1000.0 * np.exp((m - 15.0) * (np.log(6.4) / 27.0)), 200.0 * m / 3.0)
+    m = np.asarray(m, dtype=dtype)
+    c = np.dtype(dtype).type
+    return np.where(m >= c(15.0), c(1000.0) * np.exp((m - c(15.0)) * (np.log(c(6.4)) / c(27.0))), c(200.0) * m / c(3.0))
 
 
 @functools.lru_cache(maxsize=8)
@@ -113,6 +118,8 @@ def mel_filter_bank(
     sampling_rate: int = REFERENCE_AUDIO.sampling_rate,
     fmin: float = FMIN,
     fmax: float = REFERENCE_AUDIO.sampling_rate / 2,
+    *,
+    build_dtype=np.float64,
 ) -> np.ndarray:
     """Slaney mel filter bank with Slaney area normalisation.  -> [F, M] float64
 
@@ -120,18 +127,23 @@ def mel_filter_bank(
     f[m] -> f[m+1] -> f[m+2] evaluated at the FFT bin frequencies, scaled by 2 / (f[m+2] - f[m]).
     Mirrors HF ``audio_utils.mel_filter_bank(norm="slaney", mel_scale="slaney")`` and MC
     ``mistral_common.audio.mel_filter_bank``; both return [F, M] (MC's docstring says [M, F]; the
-    array is [F, M]). Always float64: the reference builds it in float64 and casts at use.
+    array is [F, M]). Float64: the reference builds it in float64 and casts at use.
+    ``build_dtype=float32`` builds it in float32 throughout (a port's float tables;
+    ``oracle.mel_variants``) and returns float32.
     """
     assert n_freq >= 2 and n_mels >= 1 and fmin <= fmax, (n_freq, n_mels, fmin, fmax)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))  # [M+2] Hz
+    build = _check_dtype(build_dtype)
+    c = build.type
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin, build), _hz_to_mel(fmax, build), n_mels + 2, dtype=build),
+                       build)  # [M+2] Hz
     # Bin frequencies use integer sampling_rate // 2, as both references do (same for even rates).
-    bins = np.linspace(0.0, sampling_rate // 2, n_freq)  # [F] Hz
+    bins = np.linspace(c(0.0), c(sampling_rate // 2), n_freq, dtype=build)  # [F] Hz
     lo, mid, hi = edges[:-2], edges[1:-1], edges[2:]  # [M] each
     rising = (bins[:, None] - lo) / (mid - lo)  # [F, M]
     falling = (hi - bins[:, None]) / (hi - mid)  # [F, M]
-    tri = np.maximum(0.0, np.minimum(rising, falling))  # [F, M]
-    bank = tri * (2.0 / (hi - lo))  # [F, M]
-    assert bank.shape == (n_freq, n_mels) and bank.dtype == np.float64
+    tri = np.maximum(c(0.0), np.minimum(rising, falling))  # [F, M]
+    bank = tri * (c(2.0) / (hi - lo))  # [F, M]
+    assert bank.shape == (n_freq, n_mels) and bank.dtype == build
     assert (bank.max(axis=0) > 0).all(), "mel: an all-zero mel filter (too many mels for n_freq)"
     return bank
 
@@ -143,8 +155,20 @@ def _frames(x: np.ndarray, n: int, hop: int) -> np.ndarray:
     return view[::hop]  # [1 + (L-n)//hop, n]
 
 
+def fft_power(windowed: np.ndarray) -> np.ndarray:
+    """|rfft|^2 of windowed frames in their own dtype, the oracle's transform.  [T, N] -> [T, F]
+
+    NumPy >= 2 maps float32 input to complex64 (pocketfft's single-precision FFT); on NumPy 1.x
+    (no float32 FFT) the power comes back in float64 and ``stft_power`` rounds it once.
+    """
+    spec = np.fft.rfft(windowed, n=windowed.shape[-1], axis=-1)  # [T, F]; complex64 for float32 (NumPy >= 2)
+    # |X|^2 as the reference writes it (``stft.abs() ** 2``): magnitude first, then square.
+    return np.abs(spec) ** 2  # [T, F]
+
+
 def stft_power(x: np.ndarray, dtype=np.float64, center: bool = True, *,
-               audio: AudioConfig = REFERENCE_AUDIO) -> np.ndarray:
+               audio: AudioConfig = REFERENCE_AUDIO, window: np.ndarray | None = None,
+               power_of=fft_power) -> np.ndarray:
     """Power spectrogram |X|^2 of the 400-point, hop-160, periodic-Hann STFT.  [L] -> [F, T]
 
     center=True (offline): pad 200 reflected samples on each side (torch.stft center=True,
@@ -157,6 +181,11 @@ def stft_power(x: np.ndarray, dtype=np.float64, center: bool = True, *,
     reflect-padded signal xp is offline frame a + t, which is what the streaming code relies on.
 
     ``x`` is cast to ``dtype`` (float32 or float64) and everything stays in that dtype.
+
+    ``window`` ([N], default ``hann_window(n_fft, dtype)``) and ``power_of`` (windowed frames [T, N] ->
+    power [T, F], default ``fft_power``) let ``oracle.mel_variants`` swap in another honest (or
+    mistaken) way to build the window or transform the frames; framing, centring and the dropped last
+    frame stay here, once.
     """
     dtype = _check_dtype(dtype)
     x = np.asarray(x)
@@ -174,10 +203,11 @@ def stft_power(x: np.ndarray, dtype=np.float64, center: bool = True, *,
         x = np.pad(x, n_fft // 2, mode="reflect")  # [L + 400]; torch's reflect excludes the edge sample
     elif L < n_fft:
         raise OracleError(f"mel: a window of {L} samples holds no full {n_fft}-sample STFT frame")
-    frames = _frames(x, n_fft, hop) * hann_window(n_fft, dtype)  # [T(+1), N]
-    spec = np.fft.rfft(frames, n=n_fft, axis=-1)  # [T(+1), F]; complex64 for float32 (NumPy >= 2)
-    # |X|^2 as the reference writes it (``stft.abs() ** 2``): magnitude first, then square.
-    power = (np.abs(spec) ** 2).T  # [F, T(+1)]
+    if window is None:
+        window = hann_window(n_fft, dtype)
+    assert window.shape == (n_fft,) and window.dtype == dtype, (window.shape, window.dtype)
+    frames = _frames(x, n_fft, hop) * window  # [T(+1), N]
+    power = power_of(frames).T  # [F, T(+1)]
     if power.dtype != dtype:
         # NumPy < 2 has no single-precision FFT (float32 -> complex128): the float32 path then takes
         # a float64 FFT and rounds the power once to float32. All later steps are float32 either way.
@@ -189,16 +219,20 @@ def stft_power(x: np.ndarray, dtype=np.float64, center: bool = True, *,
     return power
 
 
-def apply_mel(power: np.ndarray, *, audio: AudioConfig = REFERENCE_AUDIO) -> np.ndarray:
+def apply_mel(power: np.ndarray, bank: np.ndarray | None = None, *, audio: AudioConfig = REFERENCE_AUDIO) -> np.ndarray:
     """Mel energies bank^T P in the dtype of ``power``.  [F, T] -> [M, T]
 
     The float64 bank is rounded to the working dtype first, as HF does
-    (``torch.from_numpy(self.mel_filters).to(device, torch.float32)``).
+    (``torch.from_numpy(self.mel_filters).to(device, torch.float32)``). ``bank`` ([F, M]) replaces
+    it (``oracle.mel_variants``: a bank built in another precision); it is cast to the working dtype.
     """
     assert power.ndim == 2 and power.shape[0] == freq_bins(audio), power.shape
     dtype = _check_dtype(power.dtype)
     sr, n_mels = audio.sampling_rate, audio.num_mel_bins
-    bank = _cached_bank(freq_bins(audio), n_mels, sr, FMIN, sr / 2).astype(dtype)  # [F, M], built once
+    if bank is None:
+        bank = _cached_bank(freq_bins(audio), n_mels, sr, FMIN, sr / 2)  # [F, M], built once
+    assert bank.shape == (freq_bins(audio), n_mels), bank.shape
+    bank = bank.astype(dtype)
     mel = bank.T @ power  # [M, T]
     assert mel.shape == (n_mels, power.shape[1]) and mel.dtype == dtype
     return mel
