@@ -48,11 +48,18 @@ class Evidence:
     case: str = ""
     report: Any = field(default=None, repr=False)
     golden_set: Any = field(default=None, repr=False)
+    golden_raw: np.ndarray | None = field(default=None, repr=False)  # the golden as stored (any status)
+    candidate_raw: np.ndarray | None = field(default=None, repr=False)  # the candidate's tensor as given
 
     def status_of(self, name: str) -> str | None:
         """The compare status of the first tensor called ``name`` (None: not compared)."""
         t = next((t for t in self.report.tensors if t.name == name), None)
         return None if t is None else t.status
+
+    def provenance(self, key: str):
+        """The golden set's provenance ``key`` (a single case directory: the case's), None if absent."""
+        prov = self.golden_set.provenance or self.golden_set.cases[0].provenance
+        return prov.get(key) if isinstance(prov, dict) else None
 
     def param(self, key: str):
         """``params[key]`` of the first case (index order) whose manifest has it, e.g. "encoder_window"."""
@@ -74,7 +81,8 @@ def measure(first: TensorResult, report: Report, golden, candidate: dict) -> Evi
     cand = candidate.get(first.candidate_key or first.name)
     g_shape = tuple(first.shape)
     ev = Evidence(first.name, first.status, g_shape, tuple(cand.shape) if cand is not None else None,
-                  case=first.case, report=report, golden_set=golden)
+                  case=first.case, report=report, golden_set=golden,
+                  golden_raw=None if out is None else np.asarray(out.array()), candidate_raw=cand)
     if out is None or cand is None or first.status != FAIL or out.kind != "float" or cand.shape != g_shape:
         return ev
     g = np.asarray(out.array(), np.float64)

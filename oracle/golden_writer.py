@@ -155,7 +155,7 @@ def write_case(spec: CaseSpec, ctx: Context, out_dir: Path, order: int, stored: 
 
 
 def provenance_for(ctx: Context, checkpoint_label: str, audio_label: str | None, audio_sha: str | None,
-                   stored_name: str, command: str) -> dict:
+                   stored_name: str, command: str, audio_int16_exact: bool | None = None) -> dict:
     files = {f.name: sha256_file(f) for f in ctx.ckpt.files}
     tk = Path(ctx.ckpt.directory) / "tekken.json"
     return {
@@ -170,6 +170,7 @@ def provenance_for(ctx: Context, checkpoint_label: str, audio_label: str | None,
         "tekken_sha256": sha256_file(tk) if tk.exists() else None,
         "audio": audio_label,
         "audio_sha256": audio_sha,
+        "audio_int16_exact": audio_int16_exact,  # the audio before the offline int16 round trip already was
         "seed": ctx.seed,
         "compute_dtype": "float64",
         "stored_dtype": stored_name,

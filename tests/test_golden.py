@@ -231,6 +231,44 @@ def test_compare_names_each_catalogued_mistake(dithered_set, key):
     assert "Likely mistakes" in text or "likely mistakes" in text.lower()
 
 
+def _fault_candidate(golden, original, key):
+    setup = load_setup(builtin.tiny_checkpoint())
+    cand = {}
+    for c in golden.cases:
+        h = read_safetensors_header(c.dir / "tensors.safetensors")
+        inputs = {k: np.asarray(read_tensor(h[k])) for k in c.manifest["inputs"]}
+        ctx = Context(setup, quantize_int16(original), 0)
+        cand.update(faulty_outputs(key, ctx, c.name, inputs, FLOAT32, original_audio=original))
+    return cand
+
+
+def test_diagnosis_checks_its_preconditions(dithered_set, tmp_path):
+    """Never ``mel_unquantized`` when the golden says its audio was int16-exact (quantizing it changes
+    nothing), never ``prompt_38`` when the candidate's tokens are the golden's plus one more (a 38-token
+    prompt moves the generated tokens; it does not append one)."""
+    out, original = dithered_set
+    exact = tmp_path / "exact"
+    shutil.copytree(out, exact)
+    index = json.loads((exact / "index.json").read_text())
+    assert index["provenance"]["audio_int16_exact"] is False  # the dithered clip is not
+    index["provenance"]["audio_int16_exact"] = True  # provenance is information, not covered by a sha256
+    (exact / "index.json").write_text(json.dumps(index))
+    for gdir, named_expected in ((out, True), (exact, False)):
+        golden = load_golden(gdir)
+        cand = _fault_candidate(golden, original, "mel_unquantized")
+        report = attach_diagnosis(compare(golden, cand), golden, cand)
+        named = [d["key"] for d in report.likely_mistakes]
+        assert ("mel_unquantized" in named) == named_expected, (gdir, named)
+
+    golden = load_golden(out)
+    cand = {f"{o.case}/{o.name}": np.asarray(o.array()) for _, o in golden.outputs()}
+    tokens = cand["e2e/tokens"]
+    cand["e2e/tokens"] = np.concatenate([tokens, tokens[-1:]])  # one extra generated token at the end
+    report = attach_diagnosis(compare(golden, cand), golden, cand)
+    assert report.exit_code in (1, 2)
+    assert "prompt_38" not in [d["key"] for d in report.likely_mistakes], report.likely_mistakes
+
+
 # -- a second real implementation through the same tool ----------------------------------------------
 
 def test_transformers_float32_intermediates_pass(fresh, golden, e2e_inputs):

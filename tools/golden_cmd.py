@@ -50,6 +50,8 @@ def add_arguments(p) -> None:
 
 
 def context_from(checkpoint: str | None, audio: str | None, delay_ms, seed: int, framing: str, weights: str = "auto"):
+    import numpy as np
+
     from oracle import builtin
     from oracle.audio import load_audio
     from oracle.golden import Context, offline_audio
@@ -58,11 +60,12 @@ def context_from(checkpoint: str | None, audio: str | None, delay_ms, seed: int,
     ckpt_path = checkpoint or builtin.tiny_checkpoint()
     audio_path = audio or builtin.speech_clip()
     setup = load_setup(ckpt_path, delay_ms)
-    samples = offline_audio(load_audio(audio_path, setup.ckpt.config.audio.sampling_rate))
+    raw = load_audio(audio_path, setup.ckpt.config.audio.sampling_rate)
+    samples = offline_audio(raw)
     ctx = Context(setup, samples, seed, framing, weights=weights)
     labels = ("builtin:tiny" if checkpoint is None else str(checkpoint),
               "builtin:clip.wav" if audio is None else str(audio),
-              hashlib.sha256(Path(audio_path).read_bytes()).hexdigest())
+              hashlib.sha256(Path(audio_path).read_bytes()).hexdigest(), bool(np.array_equal(raw, samples)))
     return ctx, labels
 
 
@@ -74,13 +77,13 @@ def run(args) -> int:
 
     cases = select_cases(args.components)
     output_dir(args.out)  # checked before the (long) computation
-    ctx, (ckpt_label, audio_label, audio_sha) = context_from(args.checkpoint, args.audio, args.delay_ms, args.seed,
+    ctx, (ckpt_label, audio_label, audio_sha, audio_exact) = context_from(args.checkpoint, args.audio, args.delay_ms, args.seed,
                                                              args.framing, args.weights)
     parts = ["voxtral-oracle golden"] + ([ckpt_label] if args.checkpoint else [])
     parts += ([f"--audio {audio_label}"] if args.audio else []) + ["--out <DIR>", f"--dtype {args.dtype}"]
     parts += ([f"--components {','.join(cases)}"] if args.components else [])
     parts += [f"--framing {args.framing}", f"--delay-ms {ctx.setup.protocol.delay_ms}", f"--seed {args.seed}"]
-    prov = provenance_for(ctx, ckpt_label, audio_label, audio_sha, args.dtype, " ".join(parts))
+    prov = provenance_for(ctx, ckpt_label, audio_label, audio_sha, args.dtype, " ".join(parts), audio_exact)
     if not args.quiet and CASES_NEEDING_GREEDY & set(cases):
         size = resident_bytes(ctx.ckpt, FLOAT32, RESIDENT_GROUPS) / 2**30
         print(f"weights: float32 decoder + embedding {'resident' if ctx.resident(FLOAT32) else 'streamed'} "

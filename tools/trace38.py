@@ -44,7 +44,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     output_dir(args.out)  # checked before the (long) trace
-    ctx, (ckpt_label, audio_label, _) = context_from(args.checkpoint, args.audio, args.delay_ms, args.seed, "offline")
+    ctx, (ckpt_label, audio_label, _, _) = context_from(args.checkpoint, args.audio, args.delay_ms, args.seed, "offline")
     original = ctx.audio + args.dither * np.random.default_rng(args.seed).standard_normal(len(ctx.audio))
     ctx = Context(ctx.setup, quantize_int16(original), ctx.seed)
     progress = Progress("trace38", enabled=False if args.quiet else None)
