@@ -40,11 +40,12 @@ class ConvState:
 
 
 def conv_stem(mel: np.ndarray, w: ConvStemWeights, p: Precision, state: ConvState | None = None,
-              tap=no_tap) -> tuple[np.ndarray, ConvState]:
+              tap=no_tap, act=gelu) -> tuple[np.ndarray, ConvState]:
     """[M, T] mel (T even) -> ([T/2, De], new state). Offline: state=None means zeros before frame 0.
 
     Streaming feeds consecutive even-length chunks with the returned state and gets exactly the
     offline frames (conv2's stride-2 phase stays aligned because every chunk has an even length).
+    ``act`` is the exact GELU; the fault catalogue passes another (a port's tanh approximation).
     """
     n_mels, t = mel.shape
     de = w.w1.shape[0]
@@ -52,9 +53,9 @@ def conv_stem(mel: np.ndarray, w: ConvStemWeights, p: Precision, state: ConvStat
     if state is None:
         state = ConvState.zeros(n_mels, de, mel.dtype)
     # p.operand: the conv inputs as the kernel reads them (ggml's im2col writes F16 in a float16 port).
-    h1 = p.store(gelu(p.store(conv1d(p.operand(mel), w.w1, w.b1, stride=1, history=p.operand(state.mel_tail)))))  # [De, T]
+    h1 = p.store(act(p.store(conv1d(p.operand(mel), w.w1, w.b1, stride=1, history=p.operand(state.mel_tail)))))  # [De, T]
     tap("enc.conv1.out", h1.T)
-    h2 = p.store(gelu(p.store(conv1d(p.operand(h1), w.w2, w.b2, stride=CONV_STRIDE,
+    h2 = p.store(act(p.store(conv1d(p.operand(h1), w.w2, w.b2, stride=CONV_STRIDE,
                                      history=p.operand(state.conv1_tail)))))  # [De, T/2]
     out = np.ascontiguousarray(h2.T)  # [S, De]
     tap("enc.conv.out", out)

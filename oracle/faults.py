@@ -30,6 +30,7 @@ weights in the checkpoint's [out, in] orientation.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
@@ -37,6 +38,7 @@ import numpy as np
 from .checkpoint import Checkpoint
 from .config import CONV_KERNEL
 from .decoder import decoder_attention
+from .encoder import conv_stem
 from .golden import replay, with_config_change
 from .layers import conv1d, gelu, rms_norm, rope_angles, rope_rotate_half, swiglu
 from .precision import Precision
@@ -367,6 +369,40 @@ def _score_ada_dropped(ev):
     return None if hit is None else ({"FAIL": 1.0, "ok": 0.3}.get(hit[0], 0.8), hit[1])
 
 
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """The tanh approximation 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))): what many ports write for GELU
+    (antirez/voxtral.c ``voxtral_kernels.c``); the model uses the exact erf GELU. |tanh − erf| ≤ 4.7e-4."""
+    c = x.dtype.type(np.sqrt(2.0 / np.pi))
+    return 0.5 * x * (1.0 + np.tanh(c * (x + x.dtype.type(0.044715) * x * x * x)))
+
+
+def _gelu_preimage(y: np.ndarray) -> np.ndarray:
+    """x ≥ −0.75 with gelu(x) = y (GELU is increasing there), by bisection; y ≥ gelu's minimum."""
+    lo = np.full(y.shape, -0.75)
+    hi = np.maximum(y, 0.0) + 1.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        below = gelu(mid) < y
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def _score_gelu_tanh(ev):
+    if not _fails(ev, "enc.conv1.out", "enc.conv.out", "adapter.out") or ev.golden is None:
+        return None
+    y, d = ev.golden, ev.candidate - ev.golden
+    use = y > 0.05  # one preimage (GELU is increasing for x > −0.75) and a tanh − erf gap worth comparing
+    if use.sum() < 16:
+        return None
+    x = _gelu_preimage(y[use])
+    predicted = gelu_tanh(x) - gelu(x)  # [n]: what a tanh GELU adds at these pre-activations
+    residual = np.linalg.norm(d[use] - predicted) / max(np.linalg.norm(d[use]), 1e-300)
+    if residual < 0.3:
+        return 1.0, (f"{ev.stage} − golden follows tanh−erf GELU of the pre-activation (unexplained part "
+                     f"{residual:.0%}): a tanh-approximate GELU")
+    return (0.5, f"{ev.stage} fails; part of it follows tanh−erf GELU ({residual:.0%} unexplained)") if residual < 0.7 else None
+
+
 # -- the catalogue -------------------------------------------------------------------------------
 
 Score = tuple[float, str] | None
@@ -478,6 +514,15 @@ CATALOGUE: tuple[Fault, ...] = (
           ("dec.t_cond", "values"),
           "first divergence at dec.t_cond",
           _score_wrong_delay),
+    Fault("gelu_tanh", "tanh-approximate GELU",
+          "GELU computed with the tanh approximation (antirez/voxtral.c voxtral_kernels.c gelu)",
+          "the exact erf GELU after both convs, in the adapter and in the ADA MLP (§3.1, §4, §5.3)",
+          lambda ctx: _variant(ctx, name="gelu_tanh", conv_stem=partial(conv_stem, act=gelu_tanh)),
+          ("enc.conv1.out", "values"),
+          "FAIL at enc.conv1.out on most rows, each difference equal to tanh−erf GELU of its pre-activation"
+          " (≤ 4.7e-4); a port's adapter and ADA GELUs add the same kind of error later (the injection"
+          " swaps the conv stem's two, where it first shows)",
+          _score_gelu_tanh),
     Fault("mel_unquantized", "mel from non-quantized audio",
           "the offline path skips the int16 WAV round trip of the reference",
           "the offline reference quantizes to int16 through soundfile (§2.1, §11.8)",

@@ -269,6 +269,17 @@ def test_diagnosis_checks_its_preconditions(dithered_set, tmp_path):
     assert "prompt_38" not in [d["key"] for d in report.likely_mistakes], report.likely_mistakes
 
 
+def test_a_tanh_gelu_is_named_first(dithered_set):
+    """voxtral.c's real mistake: the e2e case's first failure is enc.conv1.out, and the evidence (the
+    difference follows tanh − erf GELU of the pre-activation) names gelu_tanh first."""
+    out, original = dithered_set
+    golden = load_golden(out)
+    cand = _fault_candidate(golden, original, "gelu_tanh")
+    report = attach_diagnosis(compare(golden, cand), golden, cand)
+    assert report.likely_mistakes and report.likely_mistakes[0]["key"] == "gelu_tanh", report.likely_mistakes
+    assert report.likely_mistakes[0]["score"] == 1.0
+
+
 # -- a second real implementation through the same tool ----------------------------------------------
 
 def test_transformers_float32_intermediates_pass(fresh, golden, e2e_inputs):
