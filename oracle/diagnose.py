@@ -120,13 +120,27 @@ def diagnose(report: Report, golden, candidate: dict, catalogue: tuple[Fault, ..
              "separate": by_key[k].separate, "see": f"{CATALOGUE_DOC} ({k})"} for v, k, why in ranked]
 
 
+def no_entry_fits(report: Report, golden, candidate: dict) -> dict:
+    """What to say when no catalogue entry matches: the evidence, not a wrong name."""
+    ev = measure(first_failures(report)[0], report, golden, candidate)
+    if ev.max_abs is not None:
+        pattern = (f"max |diff| {ev.max_abs:.3g} against atol {ev.atol:.3g}, {ev.failing_rows} of {ev.rows} rows"
+                   f" beyond it, first at row {ev.first_row}")
+    else:
+        pattern = f"status {ev.status}, candidate shape {list(ev.candidate_shape) if ev.candidate_shape else None}" \
+                  f" vs golden {list(ev.golden_shape)}"
+    return {"key": None, "title": "no catalogue entry fits", "score": 0.0,
+            "detail": f"first failure {ev.case}/{ev.stage}: {pattern}; a mistake not in {CATALOGUE_DOC} yet"}
+
+
 def attach_diagnosis(report: Report, golden, candidate: dict, catalogue: tuple[Fault, ...] = CATALOGUE) -> Report:
     """Fill ``report.likely_mistakes`` from ``diagnose`` when something fails (what `compare` prints
     under "Likely mistakes"); returns the report."""
     if report.failing:
+        found = diagnose(report, golden, candidate, catalogue)
         report.likely_mistakes = [
             {"key": d["key"], "title": f"{d['key']} ({d['title']})", "score": d["score"],
              "detail": d["evidence"] + (f"; to separate look-alikes: {d['separate']}" if d["separate"] else "")
              + f"; see {d['see']}"}
-            for d in diagnose(report, golden, candidate, catalogue)]
+            for d in found] or [no_entry_fits(report, golden, candidate)]
     return report

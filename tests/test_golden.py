@@ -357,3 +357,19 @@ def test_golden_cmd_choices_mirror_the_oracle():
     from oracle_tools import golden_cmd
 
     assert golden_cmd.STORED_NAMES == STORED_NAMES and golden_cmd.FRAMINGS == FRAMINGS
+
+
+def test_an_unknown_mistake_gets_no_entry_fits_with_evidence():
+    """A mistake not in the catalogue (one channel of encoder layer 1 shifted): no wrong name, but the
+    stage, the size and the rows, so the author knows where to look."""
+    golden = load_golden(COMMITTED)
+    cand = {f"{o.case}/{o.name}": np.asarray(o.array()) for c, o in golden.outputs() if c.name == "e2e"}
+    shifted = cand["e2e/enc.L01.out"].copy()
+    shifted[:, 3] += 0.05
+    cand["e2e/enc.L01.out"] = shifted
+    report = attach_diagnosis(compare(golden, cand, only=["e2e/*"]), golden, cand)
+    assert [d["key"] for d in report.likely_mistakes] == [None], report.likely_mistakes
+    got = report.likely_mistakes[0]
+    assert got["title"] == "no catalogue entry fits"
+    assert got["detail"].startswith("first failure e2e/enc.L01.out: max |diff| 0.05 against atol")
+    assert "no catalogue entry fits" in report.text()
