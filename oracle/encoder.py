@@ -40,13 +40,15 @@ class ConvState:
 
 
 def conv_stem(mel: np.ndarray, w: ConvStemWeights, p: Precision, state: ConvState | None = None,
-              tap=no_tap, act=gelu) -> tuple[np.ndarray, ConvState]:
+              tap=no_tap, act=None) -> tuple[np.ndarray, ConvState]:
     """[M, T] mel (T even) -> ([T/2, De], new state). Offline: state=None means zeros before frame 0.
 
     Streaming feeds consecutive even-length chunks with the returned state and gets exactly the
     offline frames (conv2's stride-2 phase stays aligned because every chunk has an even length).
-    ``act`` is the exact GELU; the fault catalogue passes another (a port's tanh approximation).
+    ``act`` is the activation, the exact GELU by default; the fault catalogue passes another (a port's
+    tanh approximation).
     """
+    act = act or gelu  # looked up per call (tests swap the module's GELU)
     n_mels, t = mel.shape
     de = w.w1.shape[0]
     assert w.w1.shape == (de, n_mels, CONV_KERNEL) and t % 2 == 0, (mel.shape, w.w1.shape)
