@@ -34,7 +34,7 @@ import numpy as np
 from .config import ModelConfig
 from .errors import OracleError, name_of, shown, where
 from .jsonio import open_regular, parse_json_object, read_json_object
-from .precision import BF16, Precision, widen_into
+from .precision import Precision, bf16, widen_into
 from .weights import (
     HF_PREFIX_ALIASES,
     HF_TIED_COPIES,
@@ -45,20 +45,39 @@ from .weights import (
     unpermute_rows,
 )
 
-DTYPES: dict[str, np.dtype] = {
-    "BF16": BF16,
-    "F16": np.dtype("<f2"),
-    "F32": np.dtype("<f4"),
-    "F64": np.dtype("<f8"),
-    "I8": np.dtype("i1"),
-    "U8": np.dtype("u1"),
-    "I16": np.dtype("<i2"),
-    "I32": np.dtype("<i4"),
-    "I64": np.dtype("<i8"),
-    "BOOL": np.dtype("?"),
-}
+class _SafetensorsDtypes(Mapping):
+    """safetensors dtype name -> numpy dtype. BF16 (ml_dtypes) is resolved on first use: importing
+    ml_dtypes costs ~0.5 s, which commands that never read a BF16 tensor (compare of float32 dumps,
+    ``--help``) should not pay."""
+
+    def __init__(self):
+        self.fixed = {"F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8"), "I8": np.dtype("i1"),
+                      "U8": np.dtype("u1"), "I16": np.dtype("<i2"), "I32": np.dtype("<i4"), "I64": np.dtype("<i8"),
+                      "BOOL": np.dtype("?")}
+        self.names = ("BF16", *self.fixed)
+
+    def __getitem__(self, name: str) -> np.dtype:
+        return bf16() if name == "BF16" else self.fixed[name]
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+DTYPES = _SafetensorsDtypes()
 FLOAT_DTYPES = {"BF16", "F16", "F32", "F64"}
-NAME_OF_DTYPE = {v: k for k, v in DTYPES.items()}
+
+
+def safetensors_dtype_name(dtype) -> str | None:
+    """The safetensors name of a (little-endian) numpy dtype, None if safetensors has none."""
+    dt = np.dtype(dtype)
+    if dt.kind == "V" and dt.names is None and dt.name == "bfloat16":  # ml_dtypes' bfloat16, without importing it
+        return "BF16"
+    return next((k for k, v in DTYPES.fixed.items() if v == dt), None)
+
+
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors spec's own limit
 MAX_RANK = 32  # numpy's limit on dimensions (NPY_MAXDIMS); nothing in this model has more than 3
 
@@ -186,7 +205,7 @@ def write_safetensors(path: Path, tensors: Iterable[tuple[str, np.dtype | str, t
     for name, dtype, shape, _ in items:
         dt = np.dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        header[name] = {"dtype": NAME_OF_DTYPE[dt], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        header[name] = {"dtype": safetensors_dtype_name(dt), "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)

@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import ml_dtypes
 import numpy as np
 
-from .checkpoint import DTYPES, FLOAT_DTYPES, NAME_OF_DTYPE, TensorEntry, read_safetensors_header, read_tensor, sha256_file
+from .checkpoint import DTYPES, FLOAT_DTYPES, TensorEntry, safetensors_dtype_name, read_safetensors_header, read_tensor, sha256_file
 from .errors import OracleError, where
 from .jsonio import open_regular, read_json_object
 from .precision import PORT_DTYPES  # noqa: F401  (the port dtypes a golden set carries tolerances for)
@@ -418,7 +417,8 @@ def load_candidate(path) -> dict[str, np.ndarray]:
 def dtype_name(dtype) -> str:
     """safetensors name of a numpy dtype when it has one (F32, BF16, I64), else numpy's (complex64, <U3)."""
     dt = np.dtype(dtype)
-    return NAME_OF_DTYPE.get(dt.newbyteorder("<") if dt.byteorder == ">" else dt, dt.str if dt.kind in "USV" else dt.name)
+    name = safetensors_dtype_name(dt.newbyteorder("<") if dt.byteorder == ">" else dt)
+    return name or (dt.str if dt.kind in "USV" else dt.name)
 
 
 def is_float_dtype(dtype) -> bool:
@@ -426,8 +426,10 @@ def is_float_dtype(dtype) -> bool:
     if dt.kind == "f":
         return True
     if dt.kind == "V" and dt.names is None:
+        import ml_dtypes  # only for a kind-"V" dtype: bfloat16 and the float8 types
+
         try:
-            ml_dtypes.finfo(dt)  # bfloat16 and the float8 types are kind "V"
+            ml_dtypes.finfo(dt)
             return True
         except (ValueError, TypeError):
             return False
