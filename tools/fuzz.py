@@ -39,6 +39,7 @@ import re
 import resource
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -450,9 +451,12 @@ def _golden_case(rng, index, b, kind, heavy) -> Case:
     elif variant == "flip":
         blob = mutate_bytes(rng, npy)[0]
     elif variant == "object":
-        buf = io.BytesIO()
-        np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-        blob = buf.getvalue()
+        # an object-array .npy, written by hand: its header says dtype '|O' and a pickle stream follows
+        # (one that would run os.system if anything unpickled it); compare must refuse it unread
+        header = b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
+        header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+        blob = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header \
+            + b"\x80\x04\x95\x1d\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x8c\x06system\x93\x8c\x04true\x85R."
     elif variant == "hugeshape":
         blob = npy.replace(b"(4, 3)", b"(10**20,)" if rng.random() < 0.5 else b"(99999999999, 9)")
     elif variant == "fortran":
