@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from oracle import builtin, kernels, layers, parallel
+from oracle import builtin, kernels, layers
 from oracle.audio import load_audio
 from oracle.forward import forward
 from oracle.layers import rope_angles, window_mask
@@ -35,13 +35,9 @@ HOT = ("linear", "silu", "swiglu", "apply_rope", "attention", "attention_probs")
 
 
 @pytest.fixture(autouse=True)
-def threads(monkeypatch):
-    """Kernels split every array over two threads, as they do at full size; restored afterwards."""
-    monkeypatch.setattr(parallel, "MIN_ELEMENTS", 1)
-    before = parallel.workers()
-    parallel.set_workers(2)
+def threads(split_everything):
+    """Kernels split every array over two threads, as they do at full size (conftest.py)."""
     yield
-    parallel.set_workers(before)
 
 
 def plain(fn, *args):

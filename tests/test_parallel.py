@@ -22,14 +22,6 @@ from oracle.audio import load_audio
 from oracle.precision import BFLOAT16, FLOAT32, FLOAT64, widen_into
 
 
-@pytest.fixture
-def split_everything(monkeypatch):
-    """Every array of two rows or more is split across two threads; restored afterwards."""
-    monkeypatch.setattr(parallel, "MIN_ELEMENTS", 1)
-    before = parallel.workers()
-    parallel.set_workers(2)
-    yield
-    parallel.set_workers(before)
 
 
 @given(st.integers(1, 500), st.integers(1, 8))
