@@ -323,10 +323,21 @@ def _rows_before_divergence(case: GoldenCase, out: GoldenOutput, results: list) 
     return int(spec.get("offset", 0)) + int(step)
 
 
-def _compare_float(r: TensorResult, out: GoldenOutput, cand: np.ndarray, tol: Tolerance, rows: int | None = None) -> None:
+def _prompt_rows_skipped(case: GoldenCase, out: GoldenOutput, arr: np.ndarray) -> int | None:
+    """P - 1 when ``arr`` holds exactly the e2e logits rows P-1 .. N-1 (P = the case's prompt length)."""
+    n_prompt = case.manifest.get("params", {}).get("prompt_length") if isinstance(case.manifest.get("params"), dict) else None
+    if out.name != "logits" or out.kind != "float" or not isinstance(n_prompt, int) or not 1 <= n_prompt < out.shape[0]:
+        return None
+    ok = arr.ndim == len(out.shape) and tuple(arr.shape) == (out.shape[0] - (n_prompt - 1), *out.shape[1:])
+    return n_prompt - 1 if ok else None
+
+
+def _compare_float(r: TensorResult, out: GoldenOutput, cand: np.ndarray, tol: Tolerance, rows: int | None = None,
+                   first_row: int = 0) -> None:
     g = out.array()  # memory-mapped; the numbers are computed blockwise in float64
     if rows is not None:
         g = g[:rows]
+    g = g[first_row:]  # a candidate without the prompt rows (``_prompt_rows_skipped``)
     nf = nonfinite_scan(cand, g)
     if nf is not None:
         idx = nf["first_index"]
@@ -426,6 +437,13 @@ def compare(golden: GoldenSet, candidate: dict, port_dtype: str = "float32", onl
             tol = out.tolerance[port_dtype]
             r.tolerance = {"port_dtype": port_dtype, "atol": tol.atol, "rtol": tol.rtol}
         want_float = out.kind == "float"
+        skip = _prompt_rows_skipped(case, out, arr)
+        if skip and is_float_dtype(arr.dtype):
+            # A port that applies the LM head only where it samples (rows P-1 .. N-1) is judged on those.
+            notes.append(f"{out.name} (case {case.name}): the candidate has rows {skip}..{out.shape[0] - 1} only"
+                         f" (no prompt rows); compared with the golden's rows {skip}..{out.shape[0] - 1}")
+            _compare_float(r, out, arr, out.tolerance[port_dtype], first_row=skip)
+            continue
         if tuple(arr.shape) != out.shape:
             r.status = SHAPE
             r.hints += shape_hints(out.shape, arr.shape)

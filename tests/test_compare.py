@@ -785,3 +785,24 @@ def test_runs_as_a_script(gdir, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 1, p.stdout + p.stderr
     assert p.stdout.rstrip().splitlines()[-1].startswith("FAIL: first divergence at cache.len (case decode)")
+
+
+def test_logits_without_the_prompt_rows_are_compared_on_the_rows_a_port_computes():
+    """A port samples from rows P-1 .. N-1 only: a logits dump of exactly those rows is compared with the
+    golden's same rows (and a wrong value there still fails, at its own row)."""
+    from oracle.goldenset import load_golden as load
+
+    golden = load(Path(__file__).parents[1] / "golden" / "tiny_goldens")
+    e2e = next(c for c in golden.cases if c.name == "e2e")
+    p = e2e.manifest["params"]["prompt_length"]
+    full = np.asarray(next(o for o in e2e.outputs if o.name == "logits").array())
+    cand = {"logits": full[p - 1:].astype(np.float32)}
+    r = compare(golden, cand, only=["e2e/logits"])
+    assert r.exit_code == 0, r.text()
+    assert any(f"rows {p - 1}..{full.shape[0] - 1} only" in n for n in r.notes)
+    bad = full[p - 1:].copy()
+    bad[5, 7] += 1.0
+    r = compare(golden, {"logits": bad}, only=["e2e/logits"])
+    assert r.exit_code == 1 and r.tensors[0].metrics["max_abs_index"][0] == 5
+    r = compare(golden, {"logits": full[p:]}, only=["e2e/logits"])  # one row short of that: a shape error
+    assert r.exit_code == 2
