@@ -44,9 +44,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from oracle.config import FRONT_END
 from oracle.errors import OracleError, where
 
-SAMPLING_RATE = 16000
+SAMPLING_RATE = FRONT_END.sampling_rate  # the model's one input rate; every file is resampled to it
 MAX_AUDIO_SECONDS = 7200.0  # default bound on a file's duration (2 hours); raise it with --max-audio-seconds
 MAX_SOURCE_RATE = 768_000  # highest file sample rate accepted (8x 96 kHz)
 SOXR_QUALITY = "HQ"  # MC Audio.resample
