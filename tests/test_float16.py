@@ -26,6 +26,7 @@ from oracle.golden import PORT_PRECISIONS, Context
 from oracle.golden_writer import provenance_for, write_golden_set
 from oracle.pipeline import load_setup
 from oracle.precision import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, PORT_DTYPES, policy
+from oracle.faults import gelu_tanh
 from oracle.precision_signature import envelopes, signature
 from oracle.synth import write_checkpoint
 from oracle_tools.cli import main
@@ -138,9 +139,7 @@ def test_window_one_key_too_wide_fails_float16(golden):
     assert stage_usage(report)["enc.L00.out"] > 500 and stage_usage(report)["enc.conv.out"] <= 30
 
 
-def tanh_gelu(x):
-    c = x.dtype.type(np.sqrt(2.0 / np.pi))
-    return 0.5 * x * (1.0 + np.tanh(c * (x + x.dtype.type(0.044715) * x ** 3)))
+tanh_gelu = gelu_tanh  # the catalogue's tanh GELU (oracle.faults): one formula
 
 
 def test_tanh_gelu_shows_at_the_gelu_stages(golden, blocks16, monkeypatch):
