@@ -38,6 +38,7 @@ from .errors import OracleError
 from .fixpoint import first_mismatch, greedy_fixpoint
 from .forward import audio_embeddings, decode_positions
 from .layer_major import Fed, Plan, feed_all, stream_teacher_forced
+from .local import e2e_stages
 from .layers import apply_rope, rms_norm, rope_angles, swiglu
 from .mel import log_mel
 from .pipeline import Setup, offline_mel
@@ -147,6 +148,8 @@ class CaseSpec:
     # (inputs, precision, golden outputs) -> the float outputs (and what prefix_of reads) of a float32/bf16
     # run, when they can be had cheaper than from ``run`` (which also generates that precision's tokens)
     tolerance_run: Callable[[dict, Precision, dict], dict[str, np.ndarray]] | None = None
+    # the stages whose outputs get stage-local tolerances (oracle.local): e2e taps read from e2e taps
+    local_stages: Callable[[], list] | None = None
 
 
 # -- the cases ----------------------------------------------------------------------------------
@@ -456,7 +459,7 @@ def case_e2e(ctx: Context) -> CaseSpec:
                      "left_pad_samples": proto.left_pad_samples, "right_pad_samples": proto.right_pad_samples(len(ctx.audio)),
                      "prompt": [int(t) for t in proto.prompt]},
                     weights=[("all", None)], run=run, token_outputs=("tokens",), margins=margins,
-                    tolerance_run=tolerance_run)
+                    tolerance_run=tolerance_run, local_stages=lambda: e2e_stages(ctx.ckpt, proto.delay_tokens))
 
 
 def stream_fixpoint(ctx: Context, audio: np.ndarray) -> dict:

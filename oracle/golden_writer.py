@@ -33,6 +33,7 @@ from .golden import (
     stored_inputs,
 )
 from .layers import path as layers_path
+from .local import measure_local
 from .precision import FLOAT64
 from .weights import specs_of
 
@@ -104,6 +105,8 @@ def write_case(spec: CaseSpec, ctx: Context, out_dir: Path, order: int, stored: 
     inputs = stored_inputs(spec, stored)
     golden = run_case(spec, inputs, FLOAT64)
     tolerances = measure_tolerances(spec, inputs, golden, stored)
+    # Stage-local tolerances (oracle.local): each e2e stage alone, on the golden's own input taps.
+    local = measure_local(spec.local_stages(), golden, as_float64(inputs)) if spec.local_stages else {}
     aux = spec.margins(golden) if spec.margins else {}
 
     def as_stored(k, v):
@@ -125,6 +128,8 @@ def write_case(spec: CaseSpec, ctx: Context, out_dir: Path, order: int, stored: 
         outputs[k] = meta(k, tensors[k], kind)
         if kind == "float":
             outputs[k]["tolerance"] = tolerances[k]
+            if k in local:
+                outputs[k]["local"] = local[k]
         if kind == "tokens":
             outputs[k]["text"] = ctx.setup.tekken.decode([int(t) for t in v])
         if k in spec.rows_follow:
