@@ -10,6 +10,9 @@ dtype first, so a port fed the stored inputs is judged against exactly what they
     float32   \\  their deviation from float64, per output, is the measured error a float32 / bf16
     bf16      /  port should expect; tolerances = safety x that (golden/SPEC.md)
 
+e2e measures float32 as the envelope of honest float32 ports: the oracle's forward after each honest
+front end of ``oracle.mel_variants`` (``CaseSpec.envelope``).
+
 Shape legend: N positions, S encoder frames, T mel frames, D/De widths, H/K heads, Dh head dim, V vocab.
 """
 
