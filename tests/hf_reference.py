@@ -1,10 +1,11 @@
 """transformers 5.23.0 as the reference the oracle is proven against (MODEL.md §8, §9).
 
-Three helpers, used by tests/test_conformance.py:
+Three helpers, used by tests/test_conformance.py (and benchmarks/transformers_f32_stages.py):
 
     build_hf_model(ckpt, dtype)        VoxtralRealtimeForConditionalGeneration (eager attention) whose
                                        weights come from a Mistral-layout checkpoint through the
                                        project's own name table ``oracle.weights.TENSORS``
+                                       (``low_memory=True``: tensor by tensor, for the full size)
     lift_to_float64(model)             context manager: the places where ``model.double()`` still
                                        computes in float32 are made float64 for its duration
     hf_intermediates(model, mel, ids, delay_tokens)
