@@ -10,6 +10,9 @@ dtype first, so a port fed the stored inputs is judged against exactly what they
     float32   \\  their deviation from float64, per output, is the measured error a float32 / bf16
     bf16      /  port should expect; tolerances = safety x that (golden/SPEC.md)
 
+e2e measures float32 as the envelope of honest float32 ports: the oracle's forward after each honest
+front end of ``oracle.mel_variants`` (``CaseSpec.envelope``).
+
 Shape legend: N positions, S encoder frames, T mel frames, D/De widths, H/K heads, Dh head dim, V vocab.
 """
 
@@ -41,6 +44,7 @@ from .layer_major import Fed, Plan, feed_all, stream_teacher_forced
 from .local import e2e_stages
 from .layers import apply_rope, rms_norm, rope_angles, swiglu
 from .mel import log_mel
+from .mel_variants import HONEST as HONEST_MELS
 from .pipeline import Setup, offline_mel
 from .precision import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, Precision, bf16
 from .streaming import Model, StreamingSession, choose_resident, generate_offline, greedy_decode
@@ -148,6 +152,9 @@ class CaseSpec:
     # (inputs, precision, golden outputs) -> the float outputs (and what prefix_of reads) of a float32/bf16
     # run, when they can be had cheaper than from ``run`` (which also generates that precision's tokens)
     tolerance_run: Callable[[dict, Precision, dict], dict[str, np.ndarray]] | None = None
+    # (inputs, precision, golden) -> {honest implementation: its outputs} whose envelope (max deviation
+    # over them) is the measured error in that precision, or None there for the one run above (golden/SPEC.md)
+    envelope: Callable[[dict, Precision, dict], dict[str, dict[str, np.ndarray]] | None] | None = None
     # the stages whose outputs get stage-local tolerances (oracle.local): e2e taps read from e2e taps
     local_stages: Callable[[], list] | None = None
 
@@ -416,8 +423,8 @@ def case_e2e(ctx: Context) -> CaseSpec:
         """tokens_in = prompt + the float64 greedy tokens (teacher forcing), padded with PAD after an EOS."""
         return {"audio": ctx.audio, "tokens_in": ctx.shared("e2e", lambda: e2e_fixpoint(ctx))["fed"]}
 
-    def forward(i, p, resident=None):
-        mel = log_mel(proto.pad_offline(i["audio"]).astype(p.dtype), p.dtype, audio=cfg.audio, floor=ctx.mel_floor)
+    def forward(i, p, resident=None, mel_fn=log_mel):
+        mel = mel_fn(proto.pad_offline(i["audio"]).astype(p.dtype), p.dtype, audio=cfg.audio, floor=ctx.mel_floor)
         taps = Taps(*names)
         audio = audio_embeddings(ctx.ckpt, mel, p, tap=taps, variant=ctx.variant)
         # A faulty front end (fault catalogue) can give another number of positions than tokens_in has:
@@ -449,6 +456,16 @@ def case_e2e(ctx: Context) -> CaseSpec:
         ctx.shared(("e2e_forward", p.name), lambda: {"audio": i["audio"], "fed": i["tokens_in"], "logits": out["logits"]})
         return out
 
+    def envelope(i, p, golden):
+        """float32: one chain per honest float32 front end (oracle.mel_variants.HONEST), the oracle's
+        forward after each; bf16 and float16 round far more than the front ends differ (SPEC.md)."""
+        if p.name != FLOAT32.name:
+            return None
+        model = ctx.model(p)
+        resident = model if model.keeps("dec_layer") and model.keeps("embedding") else None
+        return {name: tolerance_run(i, p, golden) if name == "numpy_fft" else
+                forward(i, p, resident=resident, mel_fn=fn)[0] for name, fn in HONEST_MELS.items()}
+
     return CaseSpec(name="e2e", kind="e2e", description="offline pipeline: audio -> pad (32 tokens left; alignment + delay + 11 tokens right) "
                     "-> log-mel -> conv stem -> encoder -> adapter -> A[p] + Emb[tokens_in[p]] -> decoder -> logits "
                     "(teacher-forced on tokens_in = prompt + golden tokens); tokens = greedy generation (HF generate schedule)",
@@ -459,7 +476,8 @@ def case_e2e(ctx: Context) -> CaseSpec:
                      "left_pad_samples": proto.left_pad_samples, "right_pad_samples": proto.right_pad_samples(len(ctx.audio)),
                      "prompt": [int(t) for t in proto.prompt]},
                     weights=[("all", None)], run=run, token_outputs=("tokens",), margins=margins,
-                    tolerance_run=tolerance_run, local_stages=lambda: e2e_stages(ctx.ckpt, proto.delay_tokens))
+                    tolerance_run=tolerance_run, envelope=envelope,
+                    local_stages=lambda: e2e_stages(ctx.ckpt, proto.delay_tokens))
 
 
 def stream_fixpoint(ctx: Context, audio: np.ndarray) -> dict:

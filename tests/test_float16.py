@@ -180,7 +180,8 @@ def test_float32_dft_angle_fails_float16_at_the_mel(golden, monkeypatch):
     bad = mel_mod.log_mel(setup.protocol.pad_offline(audio).astype(np.float32), np.float32)
     assert compare(golden, {"mel": honest}, port_dtype="float16", only=["e2e/mel"]).exit_code == 0
     report = compare(golden, {"mel": bad}, port_dtype="float16", only=["e2e/mel"])
-    assert report.exit_code == 1 and stage_usage(report)["mel"] > 500, report.text()
+    # float16's mel tolerance is float32's (its floor), 10x the honest float32 front ends' envelope: ~4x here
+    assert report.exit_code == 1 and stage_usage(report)["mel"] > 200, report.text()
 
 
 # -- float16's range ---------------------------------------------------------------------------
