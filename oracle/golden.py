@@ -43,7 +43,7 @@ from .mel import log_mel
 from .pipeline import Setup, offline_mel
 from .precision import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, Precision, bf16
 from .streaming import Model, StreamingSession, choose_resident, generate_offline, greedy_decode
-from .taps import Taps
+from .taps import StopForward, Taps, TapsUpTo
 from .variant import REFERENCE, Variant
 
 SAFETY = {"float32": 10.0, "bf16": 4.0, "float16": 4.0}
@@ -85,6 +85,7 @@ class Context:
     variant: Variant = REFERENCE  # a fault catalogue entry when producing a faulty candidate
     mel_floor: str = "global"  # "utterance" only for the per-utterance-max fault
     weights: str = "auto"  # float32/bf16 decoder weights: resident | streamed | auto (by available memory)
+    stop_after: str | None = None  # e2e: stop after this front-end tap (``e2e_stop_stages``): no decoder, no greedy
     # Models and results shared between cases (the float64 greedy tokens, the e2e forward), keyed by
     # what they depend on; a fault's Context (oracle.faults) starts with an empty one.
     _models: dict = field(default_factory=dict)
@@ -343,6 +344,22 @@ def _e2e_names(cfg) -> list[str]:
             + ["dec.norm", "logits"])
 
 
+def e2e_stop_stages(cfg) -> list[str]:
+    """The e2e taps a front-end golden may stop after (``golden --stop-after``): mel .. adapter.out. The
+    decoder taps need ``tokens_in``, i.e. the float64 greedy tokens, which is the cost stopping avoids."""
+    names = _e2e_names(cfg)
+    return names[: names.index("adapter.out") + 1]
+
+
+def check_stop_after(cfg, stage: str | None) -> None:
+    """A usage error (one line listing the valid stages) unless ``stage`` is None or one of them."""
+    stages = e2e_stop_stages(cfg)
+    if stage is not None and stage not in stages:
+        layers = [s for s in stages if s.startswith("enc.L")]
+        shown = stages if len(layers) <= 2 else (stages[:3] + [f"{layers[0]} .. {layers[-1]}"] + stages[-2:])
+        raise OracleError(f"--stop-after {stage}: not an e2e front-end tap of this checkpoint; choose from {', '.join(shown)}")
+
+
 def _margins(logits: np.ndarray) -> np.ndarray:
     top2 = np.sort(logits, axis=-1)[:, -2:]
     return top2[:, 1] - top2[:, 0]
@@ -405,6 +422,8 @@ def e2e_fixpoint(ctx: Context) -> dict:
 def case_e2e(ctx: Context) -> CaseSpec:
     if ctx.audio is None:
         raise OracleError("the end-to-end cases need audio")
+    if ctx.stop_after is not None:
+        return _case_e2e_front_end(ctx)
     proto, cfg = ctx.setup.protocol, ctx.ckpt.config
     n_prompt = len(proto.prompt)
     names = _e2e_names(cfg)
@@ -451,12 +470,42 @@ def case_e2e(ctx: Context) -> CaseSpec:
                     "(teacher-forced on tokens_in = prompt + golden tokens); tokens = greedy generation (HF generate schedule)",
                     oracle_function="oracle.forward.forward, oracle.streaming.generate_offline",
                     inputs=inputs,
-                    params={"delay_ms": proto.delay_ms, "delay_tokens": proto.delay_tokens, "prompt_length": n_prompt,
-                     "encoder_window": cfg.encoder.sliding_window, "decoder_window": cfg.decoder.sliding_window,
-                     "left_pad_samples": proto.left_pad_samples, "right_pad_samples": proto.right_pad_samples(len(ctx.audio)),
-                     "prompt": [int(t) for t in proto.prompt]},
+                    params=_e2e_params(ctx),
                     weights=[("all", None)], run=run, token_outputs=("tokens",), margins=margins,
                     tolerance_run=tolerance_run)
+
+
+def _e2e_params(ctx: Context) -> dict:
+    proto, cfg = ctx.setup.protocol, ctx.ckpt.config
+    return {"delay_ms": proto.delay_ms, "delay_tokens": proto.delay_tokens, "prompt_length": len(proto.prompt),
+            "encoder_window": cfg.encoder.sliding_window, "decoder_window": cfg.decoder.sliding_window,
+            "left_pad_samples": proto.left_pad_samples, "right_pad_samples": proto.right_pad_samples(len(ctx.audio)),
+            "prompt": [int(t) for t in proto.prompt]}
+
+
+def _case_e2e_front_end(ctx: Context) -> CaseSpec:
+    """The e2e case cut after a front-end tap (``ctx.stop_after``, ``golden --stop-after``): the same
+    forward functions on the same audio, stopped there. No decoder, no greedy generation, no fixpoint; the
+    only input is ``audio`` (``tokens_in`` needs the greedy tokens); ``params.stop_after`` records the cut."""
+    proto, cfg = ctx.setup.protocol, ctx.ckpt.config
+    check_stop_after(cfg, ctx.stop_after)
+    names = e2e_stop_stages(cfg)
+    names = names[: names.index(ctx.stop_after) + 1]
+
+    def run(i, p):
+        mel = log_mel(proto.pad_offline(i["audio"]).astype(p.dtype), p.dtype, audio=cfg.audio, floor=ctx.mel_floor)
+        taps = TapsUpTo(names, ctx.stop_after)
+        try:
+            audio_embeddings(ctx.ckpt, mel, p, tap=taps, variant=ctx.variant)
+        except StopForward:
+            pass
+        return {k: taps[k] for k in names}
+
+    return CaseSpec(name="e2e", kind="e2e", description="offline pipeline, front end only: audio -> pad (32 tokens left; alignment + "
+                    f"delay + 11 tokens right) -> log-mel -> ... -> {ctx.stop_after}, where it stops (golden --stop-after): "
+                    "no decoder, no tokens",
+                    oracle_function="oracle.forward.audio_embeddings (stopped)", inputs=lambda: {"audio": ctx.audio},
+                    params={**_e2e_params(ctx), "stop_after": ctx.stop_after}, weights=[("all", None)], run=run)
 
 
 def stream_fixpoint(ctx: Context, audio: np.ndarray) -> dict:

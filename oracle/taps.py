@@ -45,3 +45,22 @@ class Taps:
 
 def no_tap(name: str, x: np.ndarray, axis: int = 0) -> None:
     """The default tap: records nothing."""
+
+
+class StopForward(Exception):
+    """Raised by ``TapsUpTo`` once its last tap is recorded: the forward pass stops there (the caller
+    catches it). Not an error: a front-end golden (``golden --stop-after``) computes nothing past its stage."""
+
+
+class TapsUpTo(Taps):
+    """Records like ``Taps`` and stops the forward pass (``StopForward``) right after tap ``stop``: the
+    same functions as the full pass, no second copy of the math, and nothing computed past the stage."""
+
+    def __init__(self, names, stop: str):
+        super().__init__(*names)
+        self.stop = stop
+
+    def __call__(self, name: str, x: np.ndarray, axis: int = 0) -> None:
+        super().__call__(name, x, axis)
+        if name == self.stop:
+            raise StopForward
