@@ -4,6 +4,7 @@ case in float32, bf16 and float16), and the provenance's ``audio_file`` (where t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -95,7 +96,7 @@ def test_a_front_end_set_is_compared_and_replayed(front, tmp_path):
 def test_stop_after_leaves_the_stream_case_out_of_the_default_cases(tmp_path, monkeypatch):
     seen = {}
 
-    def fake(ctx, stage, cases, stored, prov, progress=None):
+    def fake(ctx, stage, cases, stored, prov, progress=None, reuse=None):
         seen["cases"] = cases
         Path(stage).mkdir(parents=True, exist_ok=True)
         (Path(stage) / "index.json").write_text("{}")
@@ -124,3 +125,146 @@ def test_a_bad_stop_after_is_one_line(tmp_path, capsys, argv, words):
     for w in words:
         assert w in err, err
     assert not (tmp_path / "x").exists()
+
+
+# -- --tolerances-from --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A small set to take tolerances from: two block cases and the whole e2e case."""
+    out = tmp_path_factory.mktemp("source") / "set"
+    assert main(["golden", "--out", str(out), "--components", "rms_norm,conv_stem,e2e", "--quiet"]) == 0
+    return out
+
+
+def golden_code(argv) -> int:
+    try:
+        return main(["golden", *argv])
+    except SystemExit as exit_:
+        return exit_.code
+
+
+def edit_manifest(root: Path, name: str, edit) -> None:
+    """Change one case's manifest and re-seal it (its sha256 in index.json), as a later version would write it."""
+    index = json.loads((root / "index.json").read_text())
+    entry = next(c for c in index["cases"] if c["name"] == name)
+    path = root / entry["dir"] / "manifest.json"
+    m = json.loads(path.read_text())
+    edit(m)
+    text = json.dumps(m, indent=1, ensure_ascii=False) + "\n"
+    path.write_text(text, encoding="utf-8")
+    entry["sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    (root / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def test_reused_tolerances_equal_the_measured_ones_and_no_tolerance_run_happens(source, tmp_path, monkeypatch):
+    import oracle.golden_writer as gw
+
+    def no(*a, **k):
+        raise AssertionError("a tolerance run happened")
+
+    monkeypatch.setattr(gw, "measure_tolerances", no)
+    out = tmp_path / "set"
+    assert main(["golden", "--out", str(out), "--components", "rms_norm,conv_stem,e2e",
+                 "--tolerances-from", str(source), "--quiet"]) == 0
+    for name in ("rms_norm", "conv_stem", "e2e"):
+        a, b = manifest(source, name), manifest(out, name)
+        pa, pb = a.pop("provenance"), b.pop("provenance")
+        assert a == b, name  # tensors (sha256) and tolerances alike
+        assert pb["tolerances_from"]["path"] == str(source)
+        assert pb["tolerances_from"]["index_sha256"] == hashlib.sha256((source / "index.json").read_bytes()).hexdigest()
+        assert pb["tolerances_from"]["command"] == pa["command"]
+        assert pb["command"].endswith(f"--tolerances-from {source}")
+        assert {k: v for k, v in pb.items() if k not in ("tolerances_from", "command")} == \
+               {k: v for k, v in pa.items() if k != "command"}
+        jsonschema.validate({**b, "provenance": pb}, SCHEMA)
+    jsonschema.validate(json.loads((out / "index.json").read_text()), INDEX_SCHEMA)
+    assert compare(load_golden(out), replay_set(out, "all", "float32")).exit_code == 0
+
+
+def test_a_front_end_set_takes_the_whole_e2e_cases_tolerances(source, front, tmp_path):
+    out = tmp_path / "set"
+    assert main(["golden", "--out", str(out), "--components", "e2e", "--stop-after", "enc.out",
+                 "--tolerances-from", str(source), "--quiet"]) == 0
+    a, b = manifest(front, "e2e"), manifest(out, "e2e")  # measured itself vs taken from the whole case
+    assert a["outputs"] == b["outputs"]
+
+
+def test_whole_tolerance_entries_are_copied(source, tmp_path):
+    """Keys this version does not know (a later version's, e.g. stage-local tolerances) carry over."""
+    src = tmp_path / "src"
+    shutil.copytree(source, src)
+
+    def add(m):
+        for o in m["outputs"].values():
+            for t in o.get("tolerance", {}).values():
+                t["later_key"] = {"atol": 0.5, "why": "test"}
+
+    edit_manifest(src, "conv_stem", add)
+    out = tmp_path / "set"
+    assert main(["golden", "--out", str(out), "--components", "conv_stem", "--tolerances-from", str(src), "--quiet"]) == 0
+    tol = manifest(out, "conv_stem")["outputs"]["conv_stem.out"]["tolerance"]
+    assert tol["float32"]["later_key"] == {"atol": 0.5, "why": "test"} and set(tol) == {"float32", "bf16", "float16"}
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("voxtral-oracle golden: error:"), err
+    return err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--components", "rms_norm", "--seed", "1"], ["its seed 0 differs from this run's 1"]),
+    (["--components", "rms_norm", "--delay-ms", "560"], ["its delay_ms 480 differs from this run's 560"]),
+    (["--components", "rms_norm", "--framing", "vllm"], ["its framing 'offline' differs"]),
+    (["--components", "rms_norm,rope"], ["has no rope case to take tolerances from (it has: rms_norm, conv_stem, e2e)"]),
+    (["--components", "rms_norm", "--dtype", "float64"], ["case rms_norm input rms_norm.x differs from this run's"]),
+])
+def test_a_mismatched_source_is_one_line(source, tmp_path, capsys, argv, words):
+    assert golden_code(["--out", str(tmp_path / "x"), "--tolerances-from", str(source), *argv, "--quiet"]) == 2
+    err = _one_line(capsys)
+    assert str(source) in err, err
+    for w in words:
+        assert w in err, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_another_checkpoint_or_audio_is_refused(source, tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    assert main(["synth", str(ckpt), "--size", "tiny", "--seed", "1"]) == 0
+    assert golden_code([str(ckpt), "--out", str(tmp_path / "x"), "--components", "rms_norm",
+                        "--tolerances-from", str(source), "--quiet"]) == 2
+    assert "its checkpoint_sha256" in _one_line(capsys)
+    clip = tmp_path / "clip.wav"
+    data, rate = sf.read(builtin.speech_clip(), dtype="int16")
+    sf.write(clip, data[: len(data) // 2], rate, subtype="PCM_16")
+    assert golden_code(["--audio", str(clip), "--out", str(tmp_path / "x"), "--components", "rms_norm",
+                        "--tolerances-from", str(source), "--quiet"]) == 2
+    assert "its audio_sha256" in _one_line(capsys)
+
+
+def test_changed_params_or_a_front_end_source_are_refused(source, front, tmp_path, capsys):
+    src = tmp_path / "src"
+    shutil.copytree(source, src)
+    edit_manifest(src, "e2e", lambda m: m["params"].update(encoder_window=99))
+    assert golden_code(["--out", str(tmp_path / "x"), "--components", "e2e", "--stop-after", "mel",
+                        "--tolerances-from", str(src), "--quiet"]) == 2
+    assert "case e2e params differ (encoder_window)" in _one_line(capsys)
+    assert golden_code(["--out", str(tmp_path / "x"), "--components", "e2e",
+                        "--tolerances-from", str(front), "--quiet"]) == 2
+    assert "its e2e case stops after enc.out (golden --stop-after)" in _one_line(capsys)
+    assert golden_code(["--out", str(tmp_path / "x"), "--components", "e2e", "--stop-after", "adapter.out",
+                        "--tolerances-from", str(front), "--quiet"]) == 2
+    assert "case e2e has no float output adapter.out" in _one_line(capsys)
+    assert golden_code(["--out", str(tmp_path / "x"), "--tolerances-from", str(tmp_path / "nowhere"), "--quiet"]) == 2
+    assert "--tolerances-from" in _one_line(capsys)
+
+
+def test_an_output_of_another_shape_is_refused(source):
+    from oracle.tolerance_reuse import ReusedTolerances
+
+    reuse = ReusedTolerances(load_golden(source), str(source))
+    x = np.asarray(load_golden(source).cases[0].read_inputs()["rms_norm.x"])
+    with pytest.raises(Exception, match=r"output rms_norm.out has shape \[37, 64\], this run \[36, 64\]"):
+        reuse.tolerances("rms_norm", {"rms_norm.x": x}, {"rms_norm.out": np.zeros((36, 64))})

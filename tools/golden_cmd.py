@@ -52,6 +52,9 @@ def add_arguments(p) -> None:
     p.add_argument("--stop-after", metavar="STAGE", type=argtypes.front_end_stage,
                    help="e2e case: stop after this tap (mel, enc.conv1.out, enc.conv.out, enc.LNN.out, enc.out, "
                         "adapter.out): no decoder, no greedy generation; params.stop_after records it")
+    p.add_argument("--tolerances-from", metavar="DIR",
+                   help="take the tolerances of this golden set (same checkpoint, audio, seed and case params; "
+                        "checked) instead of measuring them: no float32/bf16/float16 runs")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -79,7 +82,7 @@ def context_from(checkpoint: str | None, audio: str | None, delay_ms, seed: int,
 
 def run(args) -> int:
     from oracle.errors import OracleError
-    from oracle.golden import RESIDENT_GROUPS, select_cases
+    from oracle.golden import CASES, RESIDENT_GROUPS, select_cases
     from oracle.golden_writer import provenance_for, write_golden_set
     from oracle.precision import FLOAT32, FLOAT64
     from oracle.streaming import resident_bytes
@@ -97,7 +100,16 @@ def run(args) -> int:
     parts += ([f"--components {','.join(cases)}"] if args.components else [])
     parts += [f"--framing {args.framing}", f"--delay-ms {ctx.setup.protocol.delay_ms}", f"--seed {args.seed}"]
     parts += [f"--stop-after {args.stop_after}"] if args.stop_after else []
+    parts += [f"--tolerances-from {args.tolerances_from}"] if args.tolerances_from is not None else []
     prov = provenance_for(ctx, ckpt_label, audio_label, audio_sha, args.dtype, " ".join(parts), audio_exact)
+    reuse = None
+    if args.tolerances_from is not None:  # checked before the computation too
+        from oracle.tolerance_reuse import ReusedTolerances
+
+        reuse = ReusedTolerances.from_dir(args.tolerances_from, prov)
+        for name in cases:
+            reuse.check_case(name, CASES[name](ctx).params)
+        prov["tolerances_from"] = reuse.provenance_entry()
     needs_greedy = set(cases) & (CASES_NEEDING_GREEDY - ({"e2e"} if args.stop_after else set()))
     if not args.quiet and needs_greedy:
         size = resident_bytes(ctx.ckpt, FLOAT32, RESIDENT_GROUPS) / 2**30
@@ -107,7 +119,7 @@ def run(args) -> int:
     progress = Progress("golden", enabled=False if args.quiet else None)
     # index.json moves in last: a reader never sees an index naming cases that are not there yet.
     with staged_dir(args.out, last=("index.json",)) as stage:
-        write_golden_set(ctx, stage, cases, args.dtype, prov, progress=progress)
+        write_golden_set(ctx, stage, cases, args.dtype, prov, progress=progress, reuse=reuse)
     print(f"wrote {len(cases)} cases to {args.out} ({', '.join(cases)})")
     return 0
 
