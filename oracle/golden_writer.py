@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, blas
+from .builtin import BUILTIN_CLIP_LABEL, SPEECH_CLIP_WHERE
 from .checkpoint import read_tensor, sha256_file, write_safetensors
 from .errors import OracleError
 from .float16_range import overflow_count
@@ -177,6 +178,8 @@ def provenance_for(ctx: Context, checkpoint_label: str, audio_label: str | None,
         "checkpoint_sha256": files,
         "tekken_sha256": sha256_file(tk) if tk.exists() else None,
         "audio": audio_label,
+        # where the audio file is: the built-in clip's place and how to copy it out; null for a path given
+        "audio_file": SPEECH_CLIP_WHERE if audio_label == BUILTIN_CLIP_LABEL else None,
         "audio_sha256": audio_sha,
         "audio_int16_exact": audio_int16_exact,  # the audio before the offline int16 round trip already was
         "seed": ctx.seed,

@@ -268,3 +268,36 @@ def test_an_output_of_another_shape_is_refused(source):
     x = np.asarray(load_golden(source).cases[0].read_inputs()["rms_norm.x"])
     with pytest.raises(Exception, match=r"output rms_norm.out has shape \[37, 64\], this run \[36, 64\]"):
         reuse.tolerances("rms_norm", {"rms_norm.x": x}, {"rms_norm.out": np.zeros((36, 64))})
+
+
+# -- where the built-in clip is -----------------------------------------------------------------
+
+
+def test_the_provenance_says_where_the_builtin_clip_is_and_its_one_liner_copies_it(front, tmp_path):
+    """audio_file names the clip's place and a one-liner; run as written, it writes the very file whose
+    sha256 the provenance records (what a port feeds its own loader)."""
+    import shlex
+    import subprocess
+    import sys
+
+    for prov in (manifest(front, "e2e")["provenance"], manifest(ROOT / "golden" / "tiny_goldens", "e2e")["provenance"],
+                 json.loads((ROOT / "golden" / "tiny_goldens" / "index.json").read_text())["provenance"]):
+        assert prov["audio"] == "builtin:clip.wav"
+        where = prov["audio_file"]
+        assert where.startswith("oracle/data/clip.wav ") and (ROOT / "oracle" / "data" / "clip.wav").is_file()
+        argv = shlex.split(where.split("copy it out with: ", 1)[1])
+        assert argv[:2] == ["python", "-c"]
+        subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, check=True, timeout=60)
+        assert hashlib.sha256((tmp_path / "clip.wav").read_bytes()).hexdigest() == prov["audio_sha256"]
+        (tmp_path / "clip.wav").unlink()
+
+
+def test_a_given_audio_file_has_no_audio_file_note(tmp_path):
+    clip = tmp_path / "mine.wav"
+    shutil.copy(builtin.speech_clip(), clip)
+    out = tmp_path / "set"
+    assert main(["golden", "--audio", str(clip), "--out", str(out), "--components", "e2e", "--stop-after", "mel",
+                 "--quiet"]) == 0
+    prov = manifest(out, "e2e")["provenance"]
+    assert prov["audio"] == str(clip) and prov["audio_file"] is None
+    jsonschema.validate(manifest(out, "e2e"), SCHEMA)

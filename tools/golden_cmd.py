@@ -75,7 +75,7 @@ def context_from(checkpoint: str | None, audio: str | None, delay_ms, seed: int,
     samples = offline_audio(raw)
     ctx = Context(setup, samples, seed, framing, weights=weights, stop_after=stop_after)
     labels = ("builtin:tiny" if checkpoint is None else str(checkpoint),
-              "builtin:clip.wav" if audio is None else str(audio),
+              builtin.BUILTIN_CLIP_LABEL if audio is None else str(audio),
               hashlib.sha256(Path(audio_path).read_bytes()).hexdigest(), bool(np.array_equal(raw, samples)))
     return ctx, labels
 
