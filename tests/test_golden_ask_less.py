@@ -301,3 +301,30 @@ def test_a_given_audio_file_has_no_audio_file_note(tmp_path):
     prov = manifest(out, "e2e")["provenance"]
     assert prov["audio"] == str(clip) and prov["audio_file"] is None
     jsonschema.validate(manifest(out, "e2e"), SCHEMA)
+
+
+@pytest.mark.parametrize("what", ["fifo", "file", "empty dir", "missing", "one case", "damaged", "empty string"])
+def test_a_hostile_tolerances_from_is_one_line(source, tmp_path, capsys, what):
+    import os
+
+    target = tmp_path / "t"
+    if what == "fifo":
+        os.mkfifo(target)
+    elif what == "file":
+        target.write_bytes(b"not a golden set")
+    elif what == "empty dir":
+        target.mkdir()
+    elif what == "one case":
+        shutil.copytree(source / json.loads((source / "index.json").read_text())["cases"][0]["dir"], target)
+    elif what == "damaged":
+        shutil.copytree(source, target)
+        f = next(target.glob("*_rms_norm/tensors.safetensors"))
+        data = bytearray(f.read_bytes())
+        data[-1] ^= 1
+        f.write_bytes(bytes(data))
+    arg = "" if what == "empty string" else str(target)
+    assert golden_code(["--out", str(tmp_path / "x"), "--components", "rms_norm", "--tolerances-from", arg,
+                        "--quiet"]) == 2
+    err = _one_line(capsys)
+    assert "tolerances-from" in err, err
+    assert not (tmp_path / "x").exists()
