@@ -36,14 +36,14 @@ from .decoder import (
 from .encoder import conv_stem, encoder_attention, encoder_layer, encoder_norm
 from .errors import OracleError
 from .fixpoint import first_mismatch, greedy_fixpoint
-from .forward import audio_embeddings, decode_positions
+from .forward import audio_embeddings, audio_embeddings_up_to, decode_positions
 from .layer_major import Fed, Plan, feed_all, stream_teacher_forced
 from .layers import apply_rope, rms_norm, rope_angles, swiglu
 from .mel import log_mel
 from .pipeline import Setup, offline_mel
 from .precision import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, Precision, bf16
 from .streaming import Model, StreamingSession, choose_resident, generate_offline, greedy_decode
-from .taps import StopForward, Taps, TapsUpTo
+from .taps import Taps, check_stop_after, e2e_tap_names
 from .variant import REFERENCE, Variant
 
 SAFETY = {"float32": 10.0, "bf16": 4.0, "float16": 4.0}
@@ -85,7 +85,7 @@ class Context:
     variant: Variant = REFERENCE  # a fault catalogue entry when producing a faulty candidate
     mel_floor: str = "global"  # "utterance" only for the per-utterance-max fault
     weights: str = "auto"  # float32/bf16 decoder weights: resident | streamed | auto (by available memory)
-    stop_after: str | None = None  # e2e: stop after this front-end tap (``e2e_stop_stages``): no decoder, no greedy
+    stop_after: str | None = None  # e2e: stop after this front-end tap (``taps.front_end_taps``): no decoder, no greedy
     # Models and results shared between cases (the float64 greedy tokens, the e2e forward), keyed by
     # what they depend on; a fault's Context (oracle.faults) starts with an empty one.
     _models: dict = field(default_factory=dict)
@@ -338,28 +338,6 @@ def case_lm_head(ctx: Context) -> CaseSpec:
                     weights=[("embedding", None)], run=run)
 
 
-def _e2e_names(cfg) -> list[str]:
-    return (["mel", "enc.conv1.out", "enc.conv.out"] + [f"enc.L{i:02d}.out" for i in range(cfg.encoder.n_layers)]
-            + ["enc.out", "adapter.out", "dec.in", "dec.t_cond"] + [f"dec.L{i:02d}.out" for i in range(cfg.decoder.n_layers)]
-            + ["dec.norm", "logits"])
-
-
-def e2e_stop_stages(cfg) -> list[str]:
-    """The e2e taps a front-end golden may stop after (``golden --stop-after``): mel .. adapter.out. The
-    decoder taps need ``tokens_in``, i.e. the float64 greedy tokens, which is the cost stopping avoids."""
-    names = _e2e_names(cfg)
-    return names[: names.index("adapter.out") + 1]
-
-
-def check_stop_after(cfg, stage: str | None) -> None:
-    """A usage error (one line listing the valid stages) unless ``stage`` is None or one of them."""
-    stages = e2e_stop_stages(cfg)
-    if stage is not None and stage not in stages:
-        layers = [s for s in stages if s.startswith("enc.L")]
-        shown = stages if len(layers) <= 2 else (stages[:3] + [f"{layers[0]} .. {layers[-1]}"] + stages[-2:])
-        raise OracleError(f"--stop-after {stage}: not an e2e front-end tap of this checkpoint; choose from {', '.join(shown)}")
-
-
 def _margins(logits: np.ndarray) -> np.ndarray:
     top2 = np.sort(logits, axis=-1)[:, -2:]
     return top2[:, 1] - top2[:, 0]
@@ -390,7 +368,7 @@ def e2e_fixpoint(ctx: Context) -> dict:
     forward, one layer at a time, checks and is the e2e golden itself (oracle.fixpoint). The tokens are
     those of float64 step-by-step ``generate_offline`` (today's definition), in minutes at full size."""
     proto, cfg = ctx.setup.protocol, ctx.ckpt.config
-    names = _e2e_names(cfg)
+    names = e2e_tap_names(cfg)
     audio = ctx.audio.astype(np.float32).astype(np.float64)  # what the stored (float32) input holds
     mel64 = offline_mel(audio, proto, FLOAT64, quantize=False)
     enc_taps = Taps(*names)
@@ -422,11 +400,9 @@ def e2e_fixpoint(ctx: Context) -> dict:
 def case_e2e(ctx: Context) -> CaseSpec:
     if ctx.audio is None:
         raise OracleError("the end-to-end cases need audio")
-    if ctx.stop_after is not None:
-        return _case_e2e_front_end(ctx)
     proto, cfg = ctx.setup.protocol, ctx.ckpt.config
     n_prompt = len(proto.prompt)
-    names = _e2e_names(cfg)
+    names = e2e_tap_names(cfg)
 
     def inputs():
         """tokens_in = prompt + the float64 greedy tokens (teacher forcing), padded with PAD after an EOS."""
@@ -465,47 +441,34 @@ def case_e2e(ctx: Context) -> CaseSpec:
         ctx.shared(("e2e_forward", p.name), lambda: {"audio": i["audio"], "fed": i["tokens_in"], "logits": out["logits"]})
         return out
 
-    return CaseSpec(name="e2e", kind="e2e", description="offline pipeline: audio -> pad (32 tokens left; alignment + delay + 11 tokens right) "
+    spec = CaseSpec(name="e2e", kind="e2e", description="offline pipeline: audio -> pad (32 tokens left; alignment + delay + 11 tokens right) "
                     "-> log-mel -> conv stem -> encoder -> adapter -> A[p] + Emb[tokens_in[p]] -> decoder -> logits "
                     "(teacher-forced on tokens_in = prompt + golden tokens); tokens = greedy generation (HF generate schedule)",
                     oracle_function="oracle.forward.forward, oracle.streaming.generate_offline",
                     inputs=inputs,
-                    params=_e2e_params(ctx),
+                    params={"delay_ms": proto.delay_ms, "delay_tokens": proto.delay_tokens, "prompt_length": n_prompt,
+                     "encoder_window": cfg.encoder.sliding_window, "decoder_window": cfg.decoder.sliding_window,
+                     "left_pad_samples": proto.left_pad_samples, "right_pad_samples": proto.right_pad_samples(len(ctx.audio)),
+                     "prompt": [int(t) for t in proto.prompt]},
                     weights=[("all", None)], run=run, token_outputs=("tokens",), margins=margins,
                     tolerance_run=tolerance_run)
+    return spec if ctx.stop_after is None else _front_end_only(spec, ctx)
 
 
-def _e2e_params(ctx: Context) -> dict:
-    proto, cfg = ctx.setup.protocol, ctx.ckpt.config
-    return {"delay_ms": proto.delay_ms, "delay_tokens": proto.delay_tokens, "prompt_length": len(proto.prompt),
-            "encoder_window": cfg.encoder.sliding_window, "decoder_window": cfg.decoder.sliding_window,
-            "left_pad_samples": proto.left_pad_samples, "right_pad_samples": proto.right_pad_samples(len(ctx.audio)),
-            "prompt": [int(t) for t in proto.prompt]}
-
-
-def _case_e2e_front_end(ctx: Context) -> CaseSpec:
-    """The e2e case cut after a front-end tap (``ctx.stop_after``, ``golden --stop-after``): the same
-    forward functions on the same audio, stopped there. No decoder, no greedy generation, no fixpoint; the
-    only input is ``audio`` (``tokens_in`` needs the greedy tokens); ``params.stop_after`` records the cut."""
+def _front_end_only(spec: CaseSpec, ctx: Context) -> CaseSpec:
+    """The e2e case cut after a front-end tap (``golden --stop-after``): the same functions on the same audio,
+    stopped there (oracle.forward.audio_embeddings_up_to). No decoder, no greedy tokens, no ``tokens_in``."""
     proto, cfg = ctx.setup.protocol, ctx.ckpt.config
     check_stop_after(cfg, ctx.stop_after)
-    names = e2e_stop_stages(cfg)
-    names = names[: names.index(ctx.stop_after) + 1]
 
     def run(i, p):
         mel = log_mel(proto.pad_offline(i["audio"]).astype(p.dtype), p.dtype, audio=cfg.audio, floor=ctx.mel_floor)
-        taps = TapsUpTo(names, ctx.stop_after)
-        try:
-            audio_embeddings(ctx.ckpt, mel, p, tap=taps, variant=ctx.variant)
-        except StopForward:
-            pass
-        return {k: taps[k] for k in names}
+        return audio_embeddings_up_to(ctx.ckpt, mel, p, ctx.stop_after, variant=ctx.variant)
 
-    return CaseSpec(name="e2e", kind="e2e", description="offline pipeline, front end only: audio -> pad (32 tokens left; alignment + "
-                    f"delay + 11 tokens right) -> log-mel -> ... -> {ctx.stop_after}, where it stops (golden --stop-after): "
-                    "no decoder, no tokens",
-                    oracle_function="oracle.forward.audio_embeddings (stopped)", inputs=lambda: {"audio": ctx.audio},
-                    params={**_e2e_params(ctx), "stop_after": ctx.stop_after}, weights=[("all", None)], run=run)
+    return replace(spec, description=spec.description.split(" -> A[p]")[0] + f"; cut after {ctx.stop_after} (golden "
+                   "--stop-after): no decoder, no tokens", oracle_function="oracle.forward.audio_embeddings_up_to", run=run,
+                   inputs=lambda: {"audio": ctx.audio}, params={**spec.params, "stop_after": ctx.stop_after},
+                   token_outputs=(), margins=None, tolerance_run=None)
 
 
 def stream_fixpoint(ctx: Context, audio: np.ndarray) -> dict:

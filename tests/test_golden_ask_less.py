@@ -51,8 +51,9 @@ def front(tmp_path_factory):
 
 def test_the_valid_stages_are_the_front_end_taps_of_the_checkpoint():
     from oracle.pipeline import load_setup
+    from oracle.taps import front_end_taps
 
-    assert golden_mod.e2e_stop_stages(load_setup(builtin.tiny_checkpoint(), None).ckpt.config) == STAGES
+    assert front_end_taps(load_setup(builtin.tiny_checkpoint(), None).ckpt.config) == STAGES
 
 
 @pytest.mark.parametrize("stage", STAGES)

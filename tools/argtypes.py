@@ -63,7 +63,7 @@ _FRONT_END_STAGES = "mel, enc.conv1.out, enc.conv.out, enc.L00.out .. enc.LNN.ou
 
 def front_end_stage(text: str) -> str:
     """An e2e front-end tap (``golden --stop-after``). The layer number is checked against the checkpoint
-    once it is loaded (oracle.golden.check_stop_after); here, the form."""
+    once it is loaded (oracle.taps.check_stop_after); here, the form."""
     if text in ("mel", "enc.conv1.out", "enc.conv.out", "enc.out", "adapter.out") or re.fullmatch(r"enc\.L\d{2,}\.out", text):
         return text
     raise argparse.ArgumentTypeError(f"{text!r} is not an e2e front-end tap: choose from {_FRONT_END_STAGES}")
