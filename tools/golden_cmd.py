@@ -12,6 +12,8 @@ says whether that float32 run keeps its converted decoder weights (fast) or re-r
 
 --stop-after STAGE (front-end work): the e2e case stops after that tap (mel .. adapter.out): no decoder,
 no greedy tokens, no fixpoint; the stream case (a whole-model run) is then left out of the default cases.
+--tolerances-from DIR: the tolerances of an existing set, checked to belong to the same checkpoint, audio,
+seed and cases (oracle/tolerance_reuse.py), instead of the float32/bf16/float16 runs.
 """
 
 from __future__ import annotations
