@@ -67,8 +67,8 @@ def context_from(checkpoint: str | None, audio: str | None, delay_ms, seed: int,
     from oracle import builtin
     from oracle.audio import load_audio
     from oracle.golden import Context, offline_audio
-    from oracle.taps import check_stop_after
     from oracle.pipeline import load_setup
+    from oracle.taps import check_stop_after
 
     ckpt_path = checkpoint or builtin.tiny_checkpoint()
     audio_path = audio or builtin.speech_clip()
