@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, blas
+from .builtin import BUILTIN_CLIP_LABEL, SPEECH_CLIP_WHERE
 from .checkpoint import read_tensor, sha256_file, write_safetensors
 from .errors import OracleError
 from .float16_range import overflow_count
@@ -107,15 +108,24 @@ def _json_value(x):
 
 
 def write_case(spec: CaseSpec, ctx: Context, out_dir: Path, order: int, stored: np.dtype, provenance: dict,
-               progress=None) -> dict:
-    """Run one case three ways and write its directory; returns its index entry."""
+               progress=None, reuse=None) -> dict:
+    """Run one case three ways and write its directory; returns its index entry. ``reuse``
+    (``oracle.tolerance_reuse.ReusedTolerances``): take the tolerances from that set, checked, and skip
+    the float32/bf16/float16 runs."""
     case_dir = out_dir / f"{order:02d}_{spec.name}"
     case_dir.mkdir(parents=True, exist_ok=True)
+    if reuse is not None:
+        reuse.check_case(spec.name, {k: _json_value(v) for k, v in spec.params.items()})  # before the (long) run
     inputs = stored_inputs(spec, stored)
     golden = run_case(spec, inputs, FLOAT64)
-    tolerances = measure_tolerances(spec, inputs, golden, stored)
-    # Stage-local tolerances (oracle.local): each e2e stage alone, on the golden's own input taps.
-    local = measure_local(spec.local_stages(), golden, as_float64(inputs)) if spec.local_stages else {}
+    if reuse is not None:
+        tolerances = reuse.tolerances(spec.name, inputs, {k: v for k, v in golden.items()
+                                                           if k not in spec.token_outputs and k not in spec.int_outputs})
+        local = reuse.local(spec.name, list(tolerances))
+    else:
+        tolerances = measure_tolerances(spec, inputs, golden, stored)
+        # Stage-local tolerances (oracle.local): each e2e stage alone, on the golden's own input taps.
+        local = measure_local(spec.local_stages(), golden, as_float64(inputs)) if spec.local_stages else {}
     aux = spec.margins(golden) if spec.margins else {}
 
     def as_stored(k, v):
@@ -183,6 +193,8 @@ def provenance_for(ctx: Context, checkpoint_label: str, audio_label: str | None,
         "checkpoint_sha256": files,
         "tekken_sha256": sha256_file(tk) if tk.exists() else None,
         "audio": audio_label,
+        # where the audio file is: the built-in clip's place and how to copy it out; null for a path given
+        "audio_file": SPEECH_CLIP_WHERE if audio_label == BUILTIN_CLIP_LABEL else None,
         "audio_sha256": audio_sha,
         "audio_int16_exact": audio_int16_exact,  # the audio before the offline int16 round trip already was
         "seed": ctx.seed,
@@ -195,7 +207,7 @@ def provenance_for(ctx: Context, checkpoint_label: str, audio_label: str | None,
 
 
 def write_golden_set(ctx: Context, out_dir: str | Path, cases: list[str], stored_name: str, provenance: dict,
-                     progress=None) -> Path:
+                     progress=None, reuse=None) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if stored_name not in STORED_NAMES:
@@ -204,7 +216,7 @@ def write_golden_set(ctx: Context, out_dir: str | Path, cases: list[str], stored
 
     entries = []
     for k, name in enumerate(cases):
-        entries.append(write_case(CASES[name](ctx), ctx, out, k + 1, stored_dtype(stored_name), provenance))
+        entries.append(write_case(CASES[name](ctx), ctx, out, k + 1, stored_dtype(stored_name), provenance, reuse=reuse))
         if progress:
             progress(k + 1, len(cases), name)
     index = {"schema": INDEX_SCHEMA, "cases": entries, "provenance": provenance}
