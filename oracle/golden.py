@@ -38,17 +38,17 @@ from .decoder import (
 )
 from .encoder import conv_stem, encoder_attention, encoder_layer, encoder_norm
 from .errors import OracleError
-from .fixpoint import first_mismatch, greedy_fixpoint
+from .golden_fixpoints import STREAM_CHUNK, fed_tokens, e2e_fixpoint, stream_fixpoint
 from .front_end_case import front_end_only
 from .forward import audio_embeddings, decode_positions
-from .layer_major import Fed, Plan, feed_all, stream_teacher_forced
+from .layer_major import Fed, feed_all, stream_teacher_forced
 from .local import e2e_stages
 from .layers import apply_rope, rms_norm, rope_angles, swiglu
 from .mel import log_mel
 from .mel_variants import HONEST as HONEST_MELS
-from .pipeline import Setup, offline_mel
+from .pipeline import Setup
 from .precision import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, Precision, bf16
-from .streaming import Model, StreamingSession, choose_resident, generate_offline, greedy_decode
+from .streaming import Model, StreamingSession, choose_resident, generate_offline
 from .taps import Taps, e2e_tap_names
 from .variant import REFERENCE, Variant
 
@@ -64,7 +64,6 @@ def stored_dtype(name: str) -> np.dtype:
 def safetensors_name(dt: np.dtype) -> str:
     names = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", np.dtype(np.int64): "I64"}
     return names.get(dt) or {bf16(): "BF16"}[dt]
-STREAM_CHUNK = 1280  # samples per feed in the stream case: one token's worth (80 ms)
 RESIDENT_GROUPS = ("dec_layer", "dec_norm", "embedding")  # what a resident float32 Model keeps here (greedy runs)
 
 CONVENTIONS = {
@@ -353,60 +352,6 @@ def _margins(logits: np.ndarray) -> np.ndarray:
     return top2[:, 1] - top2[:, 0]
 
 
-def _fed(proto, tokens, n: int) -> np.ndarray:
-    """tokens_in: prompt + the generated tokens, cut to n and padded with PAD after an EOS. -> [n] int64"""
-    fed = np.concatenate([proto.prompt, np.asarray(tokens, dtype=np.int64)])[:n]
-    return np.concatenate([fed, np.full(n - len(fed), proto.pad, dtype=np.int64)]).astype(np.int64)
-
-
-def offline_guess(ctx: Context, audio: np.ndarray, prefix: list[int]) -> list[int]:
-    """float32 offline greedy tokens of ``audio`` (starting with ``prefix``): the fixpoints' guess. The
-    encoder runs once per audio, one layer at a time; the decoder is ``ctx.model(FLOAT32)`` (resident when
-    it fits, so a token costs no weight conversion)."""
-    def embeddings():
-        mel32 = offline_mel(audio, ctx.setup.protocol, FLOAT32, quantize=False)
-        return audio_embeddings(ctx.ckpt, mel32, FLOAT32, variant=ctx.variant)
-
-    a32 = ctx.shared(("a32", audio.tobytes()), embeddings)
-    return greedy_decode(ctx.model(FLOAT32), a32, ctx.setup.protocol, forced=prefix)
-
-
-def e2e_fixpoint(ctx: Context) -> dict:
-    """The float64 greedy tokens of the offline pipeline and the float64 forward teacher-forced on them.
-
-    A float32 greedy run (``ctx.model(FLOAT32)``: resident decoder when it fits) guesses; one float64
-    forward, one layer at a time, checks and is the e2e golden itself (oracle.fixpoint). The tokens are
-    those of float64 step-by-step ``generate_offline`` (today's definition), in minutes at full size."""
-    proto, cfg = ctx.setup.protocol, ctx.ckpt.config
-    names = e2e_tap_names(cfg)
-    audio = ctx.audio.astype(np.float32).astype(np.float64)  # what the stored (float32) input holds
-    mel64 = offline_mel(audio, proto, FLOAT64, quantize=False)
-    enc_taps = Taps(*names)
-    a64 = audio_embeddings(ctx.ckpt, mel64, FLOAT64, tap=enc_taps, variant=ctx.variant)
-    n, n_prompt = len(a64), len(proto.prompt)
-    last = {}
-
-    def guess(prefix):
-        return offline_guess(ctx, audio, prefix)
-
-    def check(tokens):
-        fed = _fed(proto, tokens, n)
-        taps = Taps(*names)
-        logits = decode_positions(ctx.ckpt, a64, fed, proto.t, FLOAT64, tap=taps, variant=ctx.variant)
-        last.update(fed=fed, taps=taps)
-        return logits
-
-    def exact():
-        return generate_offline(ctx.model(FLOAT64), mel64, proto)
-
-    fx = greedy_fixpoint(guess, check, exact, n_prompt, n - n_prompt, proto.eos)
-    out = None
-    if fx.logits is not None:  # the last check was fed exactly tokens_in: it is the e2e golden forward
-        taps = {**enc_taps.values, **last["taps"].values}
-        out = {k: taps[k] for k in names}
-    return {"tokens": fx.tokens, "fixpoint": fx, "audio": audio, "fed": _fed(proto, fx.tokens, n), "outputs": out}
-
-
 def case_e2e(ctx: Context) -> CaseSpec:
     if ctx.audio is None:
         raise OracleError("the end-to-end cases need audio")
@@ -458,8 +403,12 @@ def case_e2e(ctx: Context) -> CaseSpec:
             return None
         model = ctx.model(p)
         resident = model if model.keeps("dec_layer") and model.keeps("embedding") else None
-        return {name: tolerance_run(i, p, golden) if name == "numpy_fft" else
-                forward(i, p, resident=resident, mel_fn=fn)[0] for name, fn in HONEST_MELS.items()}
+        chains = {name: tolerance_run(i, p, golden) if name == "numpy_fft" else
+                  forward(i, p, resident=resident, mel_fn=fn)[0] for name, fn in HONEST_MELS.items()}
+        # kept for the stream case's envelope: with offline framing its rows are these logits' rows
+        ctx.shared(("e2e_envelope", p.name), lambda: {"audio": i["audio"], "fed": i["tokens_in"],
+                                                     "logits": {k: v["logits"] for k, v in chains.items()}})
+        return chains
 
     spec = CaseSpec(name="e2e", kind="e2e", description="offline pipeline: audio -> pad (32 tokens left; alignment + delay + 11 tokens right) "
                     "-> log-mel -> conv stem -> encoder -> adapter -> A[p] + Emb[tokens_in[p]] -> decoder -> logits "
@@ -474,53 +423,6 @@ def case_e2e(ctx: Context) -> CaseSpec:
                     tolerance_run=tolerance_run, envelope=envelope,
                     local_stages=lambda: e2e_stages(ctx.ckpt, proto.delay_tokens))
     return spec if ctx.stop_after is None else front_end_only(spec, ctx)
-
-
-def stream_fixpoint(ctx: Context, audio: np.ndarray) -> dict:
-    """The float64 streaming session's tokens, emission feeds, cache lengths and logits, computed
-    layer-major (oracle.layer_major) and checked as a greedy fixpoint (oracle.fixpoint).
-
-    Guess, offline framing (which streams the offline tokens): e2e's float64 tokens when that case ran,
-    else float32 offline greedy, also for repairs; vllm framing: a float32 session."""
-    proto = ctx.setup.protocol
-    n_prompt = len(proto.prompt)
-    n = proto.n_positions(len(audio))
-    model64 = ctx.model(FLOAT64)
-    last = {}
-    e2e = ctx.computed("e2e")
-    if ctx.framing == "offline" and e2e is not None and e2e["outputs"] is not None and np.array_equal(e2e["audio"], audio):
-        # Offline framing: every position's audio embedding is the offline one and the tokens fed are
-        # e2e's, so the session's logits are the rows of the e2e forward already computed (causal: row
-        # p sees positions <= p only). Equal to the step-by-step session to ~1e-15 (tests/test_layer_major.py).
-        plan = Plan(model64, proto, "offline", e2e["tokens"])
-        record = feed_all(plan, audio, STREAM_CHUNK)
-        logits = e2e["outputs"]["logits"][:plan.n_fed]
-        if first_mismatch(logits, record.tokens, n_prompt, n - n_prompt, proto.eos) is None:
-            return {"record": record, "logits": logits, "fixpoint": e2e["fixpoint"], "audio": audio}
-
-    def guess(prefix):
-        fx = ctx.computed("e2e")
-        if not prefix and ctx.framing == "offline" and fx is not None and np.array_equal(fx["audio"], audio):
-            return list(fx["tokens"])
-        if ctx.framing == "offline":
-            return offline_guess(ctx, audio, prefix)
-        session = StreamingSession(ctx.model(FLOAT32), proto, framing=ctx.framing, forced=prefix)
-        return feed_all(session, audio, STREAM_CHUNK).tokens
-
-    def check(tokens):
-        record, logits = stream_teacher_forced(model64, proto, ctx.framing, audio, STREAM_CHUNK, tokens)
-        last.update(record=record, logits=logits)
-        return logits
-
-    def exact():
-        return feed_all(StreamingSession(model64, proto, framing=ctx.framing), audio, STREAM_CHUNK).tokens
-
-    fx = greedy_fixpoint(guess, check, exact, n_prompt, n - n_prompt, proto.eos)
-    if fx.logits is None:  # a near-tie: the step-by-step session decided, so take everything from it
-        taps = Taps("logits")
-        record = feed_all(StreamingSession(model64, proto, framing=ctx.framing, tap=taps), audio, STREAM_CHUNK)
-        return {"record": record, "logits": taps["logits"], "fixpoint": fx, "audio": audio}
-    return {"record": last["record"], "logits": last["logits"], "fixpoint": fx, "audio": audio}
 
 
 def case_stream(ctx: Context) -> CaseSpec:
@@ -548,12 +450,22 @@ def case_stream(ctx: Context) -> CaseSpec:
         computes identically up to its first different token, which is where ``prefix`` stops comparing."""
         tokens = [int(t) for t in golden["stream.tokens"]]
         n_fed = len(golden["stream.logits"])
-        e2e = ctx.computed(("e2e_forward", p.name))
-        if (ctx.framing == "offline" and e2e is not None and np.array_equal(e2e["audio"], i["audio"])
-                and np.array_equal(e2e["fed"][:n_fed], _fed(proto, tokens, n_fed))):
+        e2e = same_rows(i, ctx.computed(("e2e_forward", p.name)), golden)
+        if e2e is not None:
             logits = e2e["logits"][:n_fed]  # the same rows (see stream_fixpoint)
         else:
             _, logits = stream_teacher_forced(ctx.model(p), proto, ctx.framing, i["audio"], STREAM_CHUNK, tokens)
+        return own_run(tokens, logits)
+
+    def same_rows(i, e2e, golden):
+        """``e2e`` (a teacher-forced e2e forward kept by case_e2e) when its logits rows are this session's."""
+        tokens, n_fed = [int(t) for t in golden["stream.tokens"]], len(golden["stream.logits"])
+        ok = (ctx.framing == "offline" and e2e is not None and np.array_equal(e2e["audio"], i["audio"])
+              and np.array_equal(e2e["fed"][:n_fed], fed_tokens(proto, tokens, n_fed)))
+        return e2e if ok else None
+
+    def own_run(tokens, logits):
+        """What a port computing ``logits`` streams: the golden tokens up to its first own argmax."""
         own = tokens
         for k, t in enumerate(tokens):
             best = int(np.argmax(logits[n_prompt - 1 + k]))
@@ -561,6 +473,15 @@ def case_stream(ctx: Context) -> CaseSpec:
                 own = tokens[:k] + [best]
                 break
         return {"stream.tokens": np.array(own, np.int64), "stream.logits": logits}
+
+    def envelope(i, p, golden):
+        """float32, offline framing, after the e2e case: each honest front end's rows of its e2e chain (the
+        e2e envelope's chains); else None, the oracle's own run only (golden/SPEC.md)."""
+        chains = same_rows(i, ctx.computed(("e2e_envelope", p.name)), golden) if p.name == FLOAT32.name else None
+        if chains is None:
+            return None
+        tokens, n_fed = [int(t) for t in golden["stream.tokens"]], len(golden["stream.logits"])
+        return {name: own_run(tokens, logits[:n_fed]) for name, logits in chains["logits"].items()}
 
     def margins(outs):
         steps = len(outs["stream.tokens"])
@@ -581,7 +502,7 @@ def case_stream(ctx: Context) -> CaseSpec:
                     int_outputs=("stream.emitted_at", "stream.enc_cache_len", "stream.dec_cache_len"),
                     margins=margins, prefix_of=prefix,
                     rows_follow={"stream.logits": {"tokens": "stream.tokens", "offset": n_prompt}},
-                    tolerance_run=tolerance_run)
+                    tolerance_run=tolerance_run, envelope=envelope)
 
 
 CASES: dict[str, Callable[[Context], CaseSpec]] = {

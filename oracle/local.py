@@ -45,7 +45,7 @@ import numpy as np
 
 from .adapter import adapter
 from .checkpoint import Checkpoint
-from .decoder import decoder_input, decoder_layer, final_norm, layer_ada_scale, lm_head, time_condition
+from .decoder import decoder_input, decoder_layer, final_norm, layer_ada_scale, lm_head
 from .encoder import encoder_layer, encoder_norm, stem_conv1, stem_conv2
 from .layers import gelu_tanh
 from .precision import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, Precision

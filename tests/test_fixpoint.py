@@ -93,7 +93,7 @@ def test_fixpoint_equals_stepwise_greedy(model_setup):
 def test_a_wrong_guess_is_repaired(model_setup, monkeypatch):
     """Whatever the cheap run proposes, the float64 check repairs it: here its first guess has two
     tokens changed (as if float32 had flipped two near-ties)."""
-    import oracle.golden as golden
+    import oracle.golden_fixpoints as golden  # where the fixpoints guess with greedy_decode
 
     setup = model_setup
     audio = clip(48000)

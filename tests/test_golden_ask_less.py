@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from oracle import builtin, golden as golden_mod
+from oracle import builtin, golden as golden_mod, golden_fixpoints
 from oracle.compare import compare
 from oracle.goldenset import load_golden
 from oracle_tools.cli import main
@@ -63,8 +63,10 @@ def test_stop_after_writes_the_taps_up_to_the_stage_equal_to_the_full_case(full,
     def no(*a, **k):
         raise AssertionError("the decoder ran")
 
-    for name in ("decode_positions", "generate_offline", "greedy_decode", "e2e_fixpoint"):
-        monkeypatch.setattr(golden_mod, name, no)
+    for mod, names in ((golden_mod, ("decode_positions", "generate_offline", "e2e_fixpoint")),
+                       (golden_fixpoints, ("decode_positions", "generate_offline", "greedy_decode"))):
+        for name in names:
+            monkeypatch.setattr(mod, name, no)
     out = tmp_path / "set"
     assert main(["golden", "--out", str(out), "--components", "e2e", "--stop-after", stage, "--quiet"]) == 0
     cut, whole = load_golden(out).cases[0], load_golden(full).cases[0]
