@@ -5,8 +5,8 @@
 
 Generic on purpose: this module names no fault. For the first failing tensor of each case (a block case
 isolates a mistake; the end-to-end case shows where it enters the pipeline), and for every stage the
-stage-local view (``oracle.local_view``) finds adding more error than it may (where a mistake *is*, which
-after a slightly-off earlier stage is not where compare first diverges), it measures an ``Evidence``
+stage-local view (``oracle.local_view``) finds adding the most error (where a mistake *is*, which after
+a slightly-off earlier stage is not where compare first diverges), it measures an ``Evidence``
 on the arrays, not on report prose, and hands it to every entry's ``score`` (``oracle.faults.Fault``),
 which answers (score in [0, 1], why) or None. An entry keeps its best answer over those tensors; the
 entries scoring at least ``MIN_SCORE`` are ranked by score, then key, and the first ``TOP`` reported.
@@ -113,12 +113,13 @@ def first_failures(report: Report) -> list[TensorResult]:
 
 
 def suspects(report: Report) -> list[TensorResult]:
-    """Where to look: the first failing tensor of each case, then every stage the stage-local view finds
-    adding more error than it may (the one adding the most first), each once."""
+    """Where to look: the first failing tensor of each case, then the stage the stage-local view finds
+    adding the most error (not every locally failing stage: a mistake in a layer type repeats in every
+    layer of that type, and a later one looks like other mistakes)."""
     out = first_failures(report)
-    local = sorted(report.local_failing, key=lambda r: r is not report.adds_most)
-    for r in local:
-        t = next((t for t in report.tensors if t.case == r["case"] and t.name == r["name"]), None)
+    most = report.adds_most
+    if most is not None:
+        t = next((t for t in report.tensors if t.case == most["case"] and t.name == most["name"]), None)
         if t is not None and t not in out:
             out.append(t)
     return out

@@ -23,6 +23,7 @@ from typing import Mapping
 
 PRECISIONS = ("float32", "float16", "bf16")
 CONFIDENT_MARGIN = 0.5  # decades between the nearest and the runner-up for a firm answer (~3x)
+NEAR = 1.0  # ... and the nearest within this many decades: a port 100x off every envelope has a bug, not a dtype
 EXACT_FLOOR = 1e-3  # an exact stage (deviation 0) counts as this fraction of its smallest envelope
 
 
@@ -35,7 +36,8 @@ class Signature:
 
     @property
     def confident(self) -> bool:
-        return self.looks_like is not None and self.margin >= CONFIDENT_MARGIN
+        return (self.looks_like is not None and self.margin >= CONFIDENT_MARGIN
+                and self.distance[self.looks_like] <= NEAR)
 
     def line(self, port_dtype: str) -> str:
         """One report line, e.g. "looks like a float16 port; you ran --port-dtype float32"."""
