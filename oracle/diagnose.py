@@ -50,6 +50,7 @@ class Evidence:
     golden_set: Any = field(default=None, repr=False)
     golden_raw: np.ndarray | None = field(default=None, repr=False)  # the golden as stored (any status)
     candidate_raw: np.ndarray | None = field(default=None, repr=False)  # the candidate's tensor as given
+    candidate_set: dict | None = field(default=None, repr=False)  # every candidate tensor, as given to compare
 
     def status_of(self, name: str) -> str | None:
         """The compare status of the first tensor called ``name`` (None: not compared)."""
@@ -69,6 +70,12 @@ class Evidence:
                 return params[key]
         return None
 
+    def candidate_output(self, name: str) -> np.ndarray | None:
+        """The candidate's tensor compared as ``name`` (the first of that name), in float64; None if absent."""
+        t = next((t for t in self.report.tensors if t.name == name), None)
+        a = None if t is None or self.candidate_set is None else self.candidate_set.get(t.candidate_key or t.name)
+        return None if a is None else np.asarray(a, np.float64)
+
     def golden_output(self, name: str) -> np.ndarray | None:
         """Another golden output of the same case, in float64 (None if the case has none of that name)."""
         out = next((o for _, o in self.golden_set.outputs() if o.name == name and o.case == self.case), None)
@@ -82,7 +89,8 @@ def measure(first: TensorResult, report: Report, golden, candidate: dict) -> Evi
     g_shape = tuple(first.shape)
     ev = Evidence(first.name, first.status, g_shape, tuple(cand.shape) if cand is not None else None,
                   case=first.case, report=report, golden_set=golden,
-                  golden_raw=None if out is None else np.asarray(out.array()), candidate_raw=cand)
+                  golden_raw=None if out is None else np.asarray(out.array()), candidate_raw=cand,
+                  candidate_set=candidate)
     if out is None or cand is None or first.status != FAIL or out.kind != "float" or cand.shape != g_shape:
         return ev
     g = np.asarray(out.array(), np.float64)

@@ -13,7 +13,9 @@ Faults change *what the oracle is given*, never copy the model's math:
     weight faults     a checkpoint view whose typed weights are edited (rotate-half RoPE on unpermuted
                       rows, a k bias, a dropped ADA term)
     protocol faults   a Protocol with a deviation field set            (38-token prompt, t from the wrong delay)
-    front-end faults  mel options / unquantized audio                  (per-utterance max, no int16 round trip)
+    front-end faults  mel options / unquantized audio / another front end (``Variant.log_mel``, from
+                      oracle.mel_variants)  (per-utterance max, no int16 round trip, float32 DFT angle)
+    schedule faults   a Protocol that generates more steps          (N − P + 1 tokens, decoding past the audio)
     composition faults a ``Variant`` that wires the same layer functions differently
                       (the Burn port's conv stem, symmetric padding, ADA before attention, shifted or
                       missing audio embeddings)
@@ -37,12 +39,15 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .config import CONV_KERNEL
-from .decoder import decoder_attention
+from .decoder import ada_norm, decoder_attention, time_condition
 from .encoder import conv_stem
 from .golden import replay, with_config_change
-from .layers import conv1d, gelu, rms_norm, rope_angles, rope_rotate_half, swiglu
+from .layers import conv1d, gelu, linear, rms_norm, rope_angles, rope_rotate_half, silu, swiglu
+from .mel_variants import as_port_front_end, dft_angle_f32, mel_upper_clamp, stft_pad_120
 from .precision import Precision
+from .protocol import EOS
 from .taps import no_tap
+from .variant import REFERENCE
 from .weights import unpermute_rows
 
 
@@ -102,6 +107,12 @@ def ada_before_attention_layer(x, positions, w, scale, cfg, p: Precision, past=N
     y = p.store(h + p.store(swiglu(m, w.w1, w.w3, w.w2)))
     tap(f"{name}.out", y)
     return y, kv
+
+
+def silu_ada_scale(t_cond: np.ndarray, w, p: Precision) -> np.ndarray:
+    """(1 + W_up SiLU(W_down t_cond)): the ADA MLP with SiLU where the model has GELU (MODEL.md §5.3).  [D] -> [D]"""
+    op = p.operand
+    return p.store(1.0 + linear(op(silu(linear(op(t_cond), w.ada_down))), w.ada_up))
 
 
 def shift_audio(audio: np.ndarray) -> np.ndarray:
@@ -177,6 +188,38 @@ def _unquantized_audio(ctx, original_audio):
     """The port computes its mel from the audio before quantization, where the reference (and the golden)
     uses the int16 round trip."""
     return replace(ctx, audio=np.asarray(original_audio, np.float64), _models={})
+
+
+def _front_end(ctx, name: str, log_mel):
+    """The port computes its mel with ``log_mel`` (a float32 front end, as a C port's)."""
+    return _variant(ctx, name=name, log_mel=as_port_front_end(log_mel))
+
+
+def _port_mel_context(ctx, inputs: dict[str, np.ndarray], p: Precision):
+    """The e2e case computes the reference mel itself; a port with a front-end fault feeds its conv stem
+    its own mel of the same audio. -> (a Context whose conv stem reads that mel, the mel [M, T] in p's dtype)"""
+    proto, v = ctx.setup.protocol, ctx.variant
+    mel = p.array(v.log_mel(proto.pad_offline(np.asarray(inputs["audio"], np.float64)).astype(p.dtype), p.dtype,
+                            audio=ctx.ckpt.config.audio, floor=ctx.mel_floor))
+    stem = v.conv_stem
+
+    def port_stem(reference_mel, w, p_, state=None, tap=no_tap):
+        assert state is None and reference_mel.shape == mel.shape, (state, reference_mel.shape, mel.shape)
+        return stem(p_.array(mel), w, p_, state=state, tap=tap)
+
+    return replace(ctx, variant=replace(v, conv_stem=port_stem), _models={}), mel
+
+
+def _silu_time_ada_case(ctx, case, inputs, p: Precision):
+    """The time_ada block case computes the ADA scale from weights the port reads with its own activation."""
+    if case != "time_ada":
+        return None
+    d = ctx.ckpt.config.decoder
+    w = ctx.ckpt.decoder_layer(0, p)
+    t_cond = time_condition(ctx.setup.protocol.delay_tokens, d, p)
+    scale = silu_ada_scale(t_cond, w, p)
+    h = p.array(np.asarray(inputs["time_ada.h"], np.float64))
+    return {"time_ada.t_cond": t_cond, "time_ada.scale": scale, "time_ada.out": ada_norm(h, w, scale, d, p)}
 
 
 def _rotate_half_rope_case(ctx, case, inputs, p: Precision):
@@ -279,6 +322,41 @@ def _extra_final_token(ev) -> bool:
             and len(a) == len(g) + 1 and bool(np.array_equal(np.asarray(a[:-1]), g)))
 
 
+def _golden_stopped_at_eos(ev) -> bool:
+    """The golden's generation ended at EOS: a port that runs past the schedule stops there too."""
+    g = ev.golden_raw
+    return g is not None and g.ndim == 1 and len(g) > 0 and int(g[-1]) == EOS
+
+
+def _tokens_run_on(ev) -> int:
+    """How many tokens the candidate has beyond the golden's, all of the golden's kept as its prefix
+    (0: not that pattern)."""
+    g, a = ev.golden_raw, ev.candidate_raw
+    if not (ev.stage in _TOKEN_STAGES and g is not None and a is not None and g.ndim == a.ndim == 1):
+        return 0
+    a = np.asarray(a)
+    return len(a) - len(g) if len(a) > len(g) and np.array_equal(a[:len(g)], g) else 0
+
+
+def _score_extra_final_token(ev):
+    if _golden_stopped_at_eos(ev):
+        return None  # precondition: the golden ran the whole N − P schedule (it did not stop at EOS)
+    if _extra_final_token(ev):
+        return 1.0, (f"{ev.stage}: the golden's {len(ev.golden_raw)} tokens (N − P) plus one more: the port "
+                     "also feeds the last audio position A[N−1]")
+    return None
+
+
+def _score_decode_past_audio(ev):
+    if _golden_stopped_at_eos(ev):
+        return None  # precondition: as extra_final_token
+    extra = _tokens_run_on(ev)
+    if extra > 1:
+        return 1.0, (f"{ev.stage}: the golden's {len(ev.golden_raw)} tokens (N − P) plus {extra} more: decoding "
+                     "went on past the audio (positions ≥ N have no audio embedding)")
+    return None
+
+
 def _score_short_prompt(ev):
     if _extra_final_token(ev):
         return None  # precondition: a 38-token prompt shifts the tokens, it does not append one
@@ -362,11 +440,108 @@ def _score_unquantized(ev):
             f"small mel differences (max {ev.max_abs:.2g}) spread over the spectrogram, not at the floor")
 
 
+def _scale_is_one(ev) -> bool | None:
+    """Whether the candidate's time_ada.scale is exactly 1 (a dropped ADA term), None if not given."""
+    s = ev.candidate_output("time_ada.scale")
+    return None if s is None else bool(np.all(s == 1.0))
+
+
 def _score_ada_dropped(ev):
+    one = _scale_is_one(ev)
     if _fails(ev, "time_ada.scale"):
+        if one is False:
+            return 0.3, "time_ada.scale fails but is not 1: an ADA term is computed, differently"
         return 1.0, "time_ada.scale fails: the (1 + W_up GELU(W_down t_cond)) term is not computed"
     hit = _decoder_wrong_at_every_row(ev)
-    return None if hit is None else ({"FAIL": 1.0, "ok": 0.3}.get(hit[0], 0.8), hit[1])
+    if hit is None:
+        return None
+    if hit[0] == "FAIL" and one is False:
+        return 0.3, hit[1] + ", and is not 1"
+    return {"FAIL": 1.0, "ok": 0.3}.get(hit[0], 0.8), hit[1]
+
+
+def _score_ada_silu(ev):
+    one = _scale_is_one(ev)
+    if _fails(ev, "time_ada.scale"):
+        if one is False and ev.status_of("time_ada.t_cond") in (None, "ok"):
+            return 1.0, ("time_ada.scale fails while time_ada.t_cond passes, and is not 1: the ADA MLP "
+                         "1 + W_up act(W_down t_cond) uses another activation than GELU")
+        return None
+    hit = _decoder_wrong_at_every_row(ev)
+    if hit is None:
+        return None
+    if hit[0] == "FAIL":
+        return (1.0 if one is False else 0.3), hit[1] + (", and is not 1" if one is False else "")
+    return {"ok": 0.3}.get(hit[0], 0.8), hit[1]
+
+
+def _mel_below_peak_fit(ev):
+    """Fit log10 |mel − golden| = c0 + c_peak · (frame peak) + c_level · golden over the non-floor elements
+    that differ more than float32 noise. A DFT-table error leaks a fixed fraction of each frame's peak
+    into every bin: it grows with the depth below the peak (c_peak ≈ −c_level > 0). Noise added to the
+    audio (no int16 round trip) grows with the absolute level only (c_peak ≈ 0). -> (c_peak, c_level, n)"""
+    g, d = ev.golden, np.abs(ev.candidate - ev.golden)
+    peak = np.broadcast_to(g.max(axis=0, keepdims=True), g.shape)  # [M, T]: each frame's loudest bin
+    use = (d > ev.atol / 10) & (g > g.min() + 1e-6)
+    if use.sum() < 50:
+        return None
+    x = np.stack([np.ones(int(use.sum())), peak[use], g[use]], axis=1)
+    c = np.linalg.lstsq(x, np.log10(d[use]), rcond=None)[0]
+    return float(c[1]), float(c[2]), int(use.sum())
+
+
+def _score_dft_angle(ev):
+    if not _fails(ev, "mel") or ev.golden is None or ev.golden.ndim != 2 or (ev.max_abs or 1) > 0.05:
+        return None
+    fit = _mel_below_peak_fit(ev)
+    if fit is None:
+        return None
+    c_peak, c_level, n = fit
+    if c_level < -0.5 and 0.5 < c_peak / -c_level < 1.5:
+        return 1.0, (f"mel errors (max {ev.max_abs:.2g}) grow with the depth below each frame's peak "
+                     f"(×10^{c_peak:.2g} per unit below it, over {n} elements), not with the level itself: a "
+                     "leak of the peak bin through inexact cos/sin tables (a float32 DFT angle 2πkn/N)")
+    return None
+
+
+def _score_mel_upper_clamp(ev):
+    if not _fails(ev, "mel") or ev.golden is None:
+        return None
+    g, a, bad = ev.golden, ev.candidate, ev.bad
+    if bad.any() and bool((g[bad] > 1.0).all()) and float(np.abs(a[bad] - 1.0).max()) <= max(ev.atol, 1e-6):
+        return 1.0, (f"all {int(bad.sum())} failing mel elements are where the golden exceeds 1.0, and the "
+                     "candidate is 1.0 there: the log-mel is clamped from above")
+    return None
+
+
+def _score_stft_late(ev):
+    """The candidate's frame t lies between golden frames t and t + 1: a ≈ (1 − α) g_t + α g_(t+1)."""
+    if not _fails(ev, "mel") or ev.golden is None or ev.golden.ndim != 2 or ev.golden.shape[1] < 3:
+        return None
+    g, a = ev.golden[:, :-1], ev.candidate[:, :-1]
+    step = ev.golden[:, 1:] - g  # [M, T-1]
+    alpha = float(np.sum((a - g) * step) / max(float(np.sum(step * step)), 1e-300))
+    residual = np.linalg.norm(a - g - alpha * step) / max(float(np.linalg.norm(a - g)), 1e-300)
+    if 0.25 < alpha < 0.75 and residual < 0.8:
+        return 1.0, (f"mel frame t fits (1 − α) golden_t + α golden_(t+1) with α = {alpha:.2f} (residual "
+                     f"{residual:.0%}): every frame centred {alpha:.2f} hop late, the STFT's centre padding short")
+    return None
+
+
+def _score_left_pad(ev):
+    g, a = ev.golden_raw, ev.candidate_raw
+    if ev.stage != "mel" or ev.status != "SHAPE" or g is None or a is None:
+        return None
+    a = np.asarray(a, np.float64)
+    g = np.asarray(g, np.float64)
+    if a.ndim != 2 or g.ndim != 2 or a.shape[0] != g.shape[0] or a.shape[1] <= g.shape[1]:
+        return None
+    extra = a.shape[1] - g.shape[1]
+    if float(np.abs(a[:, extra:] - g).max()) <= 1e-3 and float(np.ptp(a[:, :extra])) <= 1e-6:
+        return 1.0, (f"mel has {extra} more frames than the golden, all silence at the start, and the rest is "
+                     f"the golden's: {extra // 8} more tokens (8 frames each) of left padding")
+    return None
+
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
@@ -505,8 +680,9 @@ CATALOGUE: tuple[Fault, ...] = (
           ("dec.L00.attn.out", "values"),
           "first divergence at dec.L00.out, every row; dec.t_cond passes",
           _score_ada_before_attention,
-          lookalikes=("ada_dropped",),
-          separate="the time_ada block case: time_ada.scale passes when ADA is misplaced and fails when it is dropped"),
+          lookalikes=("ada_dropped", "ada_silu"),
+          separate="the time_ada block case: time_ada.scale passes when ADA is misplaced, is 1 when it is dropped,"
+                   " and differs from 1 and the golden with another activation"),
     Fault("tcond_wrong_delay", "t_cond from the wrong delay (t - 1)",
           "time embedding built from n_delay - 1 (e.g. an off-by-one in counting delay tokens)",
           "t = n_delay = delay_ms / 80 (§5.3)",
@@ -538,8 +714,75 @@ CATALOGUE: tuple[Fault, ...] = (
           ("dec.L00.mlp.out", "values"),
           "first divergence at dec.L00.out, every row; dec.t_cond passes",
           _score_ada_dropped,
-          lookalikes=("ada_before_attention",),
-          separate="the time_ada block case: time_ada.scale fails when ADA is dropped"),
+          lookalikes=("ada_before_attention", "ada_silu"),
+          separate="the time_ada block case: time_ada.scale fails when ADA is dropped, and is exactly 1"),
+    Fault("dft_angle_f32", "float32 DFT angle 2πkn/N without reducing kn mod N",
+          "cos/sin tables from `float angle = 2.0f * (float)M_PI * (float)k * (float)n / (float)N_FFT`: for kn up"
+          " to 200·399 the float32 angle is off by up to 1.7e-4 rad (antirez/voxtral.c voxtral_audio.c:533,"
+          " also :343, at 134d366)",
+          "the 400-point DFT of each windowed frame, exact up to the dtype's rounding: a float32 table needs the"
+          " angle 2π((kn) mod N)/N, or tables built in float64 (§2.2)",
+          lambda ctx: _front_end(ctx, "dft_angle_f32", dft_angle_f32),
+          ("mel", "values"),
+          "first divergence at mel, small (up to ~2e-3) and in bins far below their frame's peak energy (the"
+          " table error leaks a fraction of the peak bin into every bin); none at the floor",
+          _score_dft_angle),
+    Fault("extra_final_token", "one generated token too many (N − P + 1)",
+          "generation feeds every audio position, A[N−1] included, and emits N − P + 1 tokens"
+          " (antirez/voxtral.c voxtral.c:1012 and :1056 `while (s->gen_pos < s->total_adapter)`, at 134d366)",
+          "HF generate with max_length N: positions P−1 … N−2 each emit one token, N − P in all; A[N−1] is"
+          " never fed (§6.4)",
+          lambda ctx: _protocol(ctx, extra_steps=1),
+          ("tokens", "shape"),
+          "every float tap passes (tokens_in is given); tokens: the golden's N − P plus one more at the end",
+          _score_extra_final_token),
+    Fault("decode_past_audio", "decoding continues after the audio embeddings run out",
+          "positions ≥ N fed a zero audio embedding and decoding continued until EOS or a token limit"
+          " (vllm-project/vllm issue #52926, fixed by PR #54516; pytorch/executorch PR #17431 runner)",
+          "generation ends after N − P tokens, at the last audio position (§6.4)",
+          lambda ctx: _protocol(ctx, extra_steps=6),
+          ("tokens", "shape"),
+          "every float tap passes; tokens: the golden's N − P plus several more (here 6) at the end",
+          _score_decode_past_audio),
+    Fault("mel_upper_clamp", "log-mel clamped to at most 1.0 (Whisper's [−1, 1])",
+          "`((v + 4.0) / 4.0).clamp(-1.0, 1.0)` (TrevorS/voxtral-mini-realtime-rs src/audio/mel.rs at 1efe5f8,"
+          " removed in c9e19bc)",
+          "(max(log10 mel, 1.5 − 8) + 4) / 4 with no upper clamp (§2.2)",
+          lambda ctx: _front_end(ctx, "mel_upper_clamp", mel_upper_clamp),
+          ("mel", "values"),
+          "first divergence at mel, only where the golden exceeds 1.0 (log10 energy above 0), where the"
+          " candidate is exactly 1.0; invisible on quiet audio",
+          _score_mel_upper_clamp),
+    Fault("stft_pad_120", "STFT centre padding (n_fft − hop)/2 = 120 instead of n_fft/2 = 200",
+          "`let pad_length = (n_fft - hop_length) / 2;` with no frame dropped (TrevorS/voxtral-mini-realtime-rs"
+          " src/audio/mel.rs at 1efe5f8, fixed in c9e19bc)",
+          "torch.stft(center=True): 200 reflected samples each side, the last frame dropped (§2.2)",
+          lambda ctx: _front_end(ctx, "stft_pad_120", stft_pad_120),
+          ("mel", "values"),
+          "first divergence at mel on most speech frames, same frame count: each candidate frame lies halfway"
+          " between golden frames t and t + 1 (centred 80 samples late)",
+          _score_stft_late),
+    Fault("left_pad_76", "76 tokens of left padding instead of 32",
+          "`n_left_pad_tokens: 76` with the 39-token prompt unchanged (TrevorS/voxtral-mini-realtime-rs"
+          " src/audio/pad.rs at 24cc815, deliberate, for Q4)",
+          "32 tokens (2.56 s) of silence on the left, = the prompt's 32 left-pad positions (§6.1)",
+          lambda ctx: _protocol(ctx, left_pad_delta=44),
+          ("mel", "shape"),
+          "SHAPE at mel: 352 more frames (44 tokens × 8), all silence at the start; the rest matches, and"
+          " every later stage has 44 more positions",
+          _score_left_pad),
+    Fault("ada_silu", "SiLU instead of GELU in the ADA MLP",
+          "`let scale = silu(scale);` (TrevorS/voxtral-mini-realtime-rs src/models/layers/rms_norm.rs at"
+          " 1efe5f8, fixed in c9e19bc \"GELU not SiLU!\")",
+          "(1 + W_up GELU(W_down t_cond)) (§5.3)",
+          lambda ctx: _variant(ctx, name="ada_silu", ada_scale=silu_ada_scale),
+          ("dec.L00.mlp.out", "values"),
+          "first divergence at dec.L00.out, every row; dec.t_cond passes; time_ada.scale fails and is not 1",
+          _score_ada_silu,
+          lookalikes=("ada_before_attention", "ada_dropped"),
+          separate="the time_ada block case: time_ada.scale differs from the golden and from 1 with another"
+                   " activation (1 when ADA is dropped; it passes when ADA is misplaced)",
+          block_outputs=_silu_time_ada_case),
 )
 FAULTS = {f.key: f for f in CATALOGUE}
 
@@ -566,4 +809,7 @@ def faulty_outputs(key: str, ctx, case: str, inputs: dict[str, np.ndarray], p: P
         outputs = fault.block_outputs(ctx, case, inputs, p)
         if outputs is not None:
             return outputs
+    if case == "e2e" and faulty.variant.log_mel is not REFERENCE.log_mel:
+        faulty, mel = _port_mel_context(faulty, inputs, p)
+        return {**replay(faulty, case, inputs, p), "mel": mel}
     return replay(faulty, case, inputs, p)
