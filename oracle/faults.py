@@ -39,11 +39,11 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .config import CONV_KERNEL
-from .decoder import ada_norm, decoder_attention, time_condition
+from .decoder import ada_norm, decoder_attention, layer_ada_scale, time_condition
 from .encoder import conv_stem
 from .golden import replay, with_config_change
 from .layers import conv1d, gelu, linear, rms_norm, rope_angles, rope_rotate_half, silu, swiglu
-from .mel_variants import as_port_front_end, dft_angle_f32, mel_upper_clamp, stft_pad_120
+from .mel_variants import as_port_front_end, dft_angle_f32, mel_upper_clamp, peak_normalize, stft_pad_120
 from .precision import Precision
 from .protocol import EOS
 from .taps import no_tap
@@ -107,6 +107,26 @@ def ada_before_attention_layer(x, positions, w, scale, cfg, p: Precision, past=N
     y = p.store(h + p.store(swiglu(m, w.w1, w.w3, w.w2)))
     tap(f"{name}.out", y)
     return y, kv
+
+
+def ada_extra_norm_layer(x, positions, w, scale, cfg, p: Precision, past=None, tap=no_tap, name="dec.L00"):
+    """The ADA step renormalises its input: RMSNorm(RMSNorm(h; ffn_norm); 1) * (1 + g) before the MLP,
+    where the model scales RMSNorm(h; ffn_norm) as it is (MODEL.md §5.2)."""
+    tap(f"{name}.ada_scale", scale[None, :])
+    n = p.store(rms_norm(x, w.attn_norm, cfg.norm_eps))
+    attn_out, kv = decoder_attention(n, positions, w, cfg, p, past=past, tap=tap, name=name)
+    h = p.store(x + attn_out)
+    m = _extra_norm_ada(h, w, scale, cfg, p)
+    mlp_out = p.store(swiglu(p.operand(m), w.w1, w.w3, w.w2, operand=p.operand))
+    tap(f"{name}.mlp.out", mlp_out)
+    y = p.store(h + mlp_out)
+    tap(f"{name}.out", y)
+    return y, kv
+
+
+def _extra_norm_ada(h, w, scale, cfg, p: Precision):
+    m = p.store(rms_norm(h, w.ffn_norm, cfg.norm_eps))
+    return p.store(p.store(rms_norm(m, np.ones_like(w.ffn_norm), cfg.norm_eps)) * scale)
 
 
 def silu_ada_scale(t_cond: np.ndarray, w, p: Precision) -> np.ndarray:
@@ -220,6 +240,18 @@ def _silu_time_ada_case(ctx, case, inputs, p: Precision):
     scale = silu_ada_scale(t_cond, w, p)
     h = p.array(np.asarray(inputs["time_ada.h"], np.float64))
     return {"time_ada.t_cond": t_cond, "time_ada.scale": scale, "time_ada.out": ada_norm(h, w, scale, d, p)}
+
+
+def _extra_norm_time_ada_case(ctx, case, inputs, p: Precision):
+    """The time_ada block case's ADA step, as the port computes it (its scale is right)."""
+    if case != "time_ada":
+        return None
+    d = ctx.ckpt.config.decoder
+    w = ctx.ckpt.decoder_layer(0, p)
+    t_cond = time_condition(ctx.setup.protocol.delay_tokens, d, p)
+    scale = layer_ada_scale(t_cond, w, p)
+    h = p.array(np.asarray(inputs["time_ada.h"], np.float64))
+    return {"time_ada.t_cond": t_cond, "time_ada.scale": scale, "time_ada.out": _extra_norm_ada(h, w, scale, d, p)}
 
 
 def _rotate_half_rope_case(ctx, case, inputs, p: Precision):
@@ -424,7 +456,51 @@ def _score_k_bias(ev):
 
 def _score_ada_before_attention(ev):
     hit = _decoder_wrong_at_every_row(ev)
+    if hit is not None and hit[0] == "ok" and ev.status_of("time_ada.out") == "FAIL":
+        return 0.3, hit[1] + ", but time_ada.out fails: the ADA step itself differs"
     return None if hit is None else ({"FAIL": 0.3, "ok": 1.0}.get(hit[0], 0.8), hit[1])
+
+
+def _rows_rescaled(ev) -> float | None:
+    """How much of candidate − golden a per-row scalar factor explains (1: all of it), for a failing 2-D tensor."""
+    if ev.golden is None or ev.golden.ndim != 2:
+        return None
+    g, a = ev.golden, ev.candidate
+    c = np.sum(a * g, axis=1, keepdims=True) / np.maximum(np.sum(g * g, axis=1, keepdims=True), 1e-300)  # [R, 1]
+    return 1.0 - float(np.linalg.norm(a - c * g) / max(float(np.linalg.norm(a - g)), 1e-300))
+
+
+def _score_ada_extra_norm(ev):
+    if _fails(ev, "time_ada.out"):
+        explained = _rows_rescaled(ev)
+        if ev.status_of("time_ada.scale") == "ok" and explained is not None and explained > 0.9:
+            return 1.0, (f"time_ada.out fails while time_ada.scale passes, and each row is the golden's times "
+                         f"a row constant ({explained:.0%} explained): the ADA step renormalises its input")
+        return None
+    hit = _decoder_wrong_at_every_row(ev)
+    if hit is None:
+        return None
+    if hit[0] == "ok":
+        return (1.0, hit[1] + "; time_ada.out fails") if ev.status_of("time_ada.out") == "FAIL" else (0.3, hit[1])
+    return (0.3, hit[1]) if hit[0] == "FAIL" else (0.8, hit[1])
+
+
+def _score_peak_normalize(ev):
+    """Above the floor, mel − golden is one constant log10(s)/2: the audio was scaled by s."""
+    if not _fails(ev, "mel") or ev.golden is None:
+        return None
+    g, a = ev.golden, ev.candidate
+    floor = g.min()
+    use = (g > floor + 0.01) & (a > floor + 0.01)  # away from the floor's clamp
+    if use.sum() < 50:
+        return None
+    d = a[use] - g[use]
+    offset = float(np.median(d))
+    fits = float((np.abs(d - offset) <= max(ev.atol, 1e-5)).mean())
+    if abs(offset) > ev.atol and fits > 0.95:
+        return 1.0, (f"above the floor the mel is the golden + {offset:.4g} ({fits:.0%} of elements within atol):"
+                     f" the audio scaled by {10 ** (2 * offset):.4g} before the mel (peak normalisation)")
+    return None
 
 
 def _score_wrong_delay(ev):
@@ -580,6 +656,10 @@ def _score_gelu_tanh(ev):
 
 # -- the catalogue -------------------------------------------------------------------------------
 
+_ADA_SEPARATE = ("the time_ada block case: time_ada.scale passes when ADA is misplaced, is exactly 1 when it is"
+                 " dropped, differs from 1 and the golden with another activation; time_ada.out alone fails"
+                 " (each row rescaled) when the ADA step renormalises its input")
+
 Score = tuple[float, str] | None
 
 
@@ -680,9 +760,8 @@ CATALOGUE: tuple[Fault, ...] = (
           ("dec.L00.attn.out", "values"),
           "first divergence at dec.L00.out, every row; dec.t_cond passes",
           _score_ada_before_attention,
-          lookalikes=("ada_dropped", "ada_silu"),
-          separate="the time_ada block case: time_ada.scale passes when ADA is misplaced, is 1 when it is dropped,"
-                   " and differs from 1 and the golden with another activation"),
+          lookalikes=("ada_dropped", "ada_silu", "ada_extra_norm"),
+          separate=_ADA_SEPARATE),
     Fault("tcond_wrong_delay", "t_cond from the wrong delay (t - 1)",
           "time embedding built from n_delay - 1 (e.g. an off-by-one in counting delay tokens)",
           "t = n_delay = delay_ms / 80 (§5.3)",
@@ -714,8 +793,8 @@ CATALOGUE: tuple[Fault, ...] = (
           ("dec.L00.mlp.out", "values"),
           "first divergence at dec.L00.out, every row; dec.t_cond passes",
           _score_ada_dropped,
-          lookalikes=("ada_before_attention", "ada_silu"),
-          separate="the time_ada block case: time_ada.scale fails when ADA is dropped, and is exactly 1"),
+          lookalikes=("ada_before_attention", "ada_silu", "ada_extra_norm"),
+          separate=_ADA_SEPARATE),
     Fault("dft_angle_f32", "float32 DFT angle 2πkn/N without reducing kn mod N",
           "cos/sin tables from `float angle = 2.0f * (float)M_PI * (float)k * (float)n / (float)N_FFT`: for kn up"
           " to 200·399 the float32 angle is off by up to 1.7e-4 rad (antirez/voxtral.c voxtral_audio.c:533,"
@@ -779,10 +858,30 @@ CATALOGUE: tuple[Fault, ...] = (
           ("dec.L00.mlp.out", "values"),
           "first divergence at dec.L00.out, every row; dec.t_cond passes; time_ada.scale fails and is not 1",
           _score_ada_silu,
-          lookalikes=("ada_before_attention", "ada_dropped"),
-          separate="the time_ada block case: time_ada.scale differs from the golden and from 1 with another"
-                   " activation (1 when ADA is dropped; it passes when ADA is misplaced)",
+          lookalikes=("ada_before_attention", "ada_dropped", "ada_extra_norm"),
+          separate=_ADA_SEPARATE,
           block_outputs=_silu_time_ada_case),
+    Fault("ada_extra_norm", "ADA renormalises its input: RMSNorm(x) · (1 + g) instead of x · (1 + g)",
+          "the ADA layer divides its input by sqrt(mean(x²) + eps) before scaling (TrevorS/voxtral-mini-realtime-rs"
+          " src/models/layers/rms_norm.rs at 1efe5f8; c9e19bc: \"NOT a normalization layer - it only applies"
+          " modulation\")",
+          "RMSNorm(h; ffn_norm) ⊙ (1 + g): the pre-FFN norm output scaled as it is (§5.2)",
+          lambda ctx: _variant(ctx, name="ada_extra_norm", decoder_layer=ada_extra_norm_layer),
+          ("dec.L00.mlp.out", "values"),
+          "first divergence at dec.L00.out, every row; dec.t_cond and time_ada.scale pass; time_ada.out fails,"
+          " each row the golden's times a row constant",
+          _score_ada_extra_norm,
+          lookalikes=("ada_before_attention", "ada_dropped", "ada_silu"),
+          separate=_ADA_SEPARATE,
+          block_outputs=_extra_norm_time_ada_case),
+    Fault("peak_normalize", "audio scaled to peak 0.95 before the mel",
+          "`AudioBuffer::peak_normalize(0.95)` before the mel in the CLI and WASM paths (TrevorS/voxtral-mini-"
+          "realtime-rs src/audio/io.rs at 780fa3b, deliberate, to rescue quiet audio under Q4)",
+          "the waveform as read, int16-quantized, no gain (§2.1)",
+          lambda ctx: _front_end(ctx, "peak_normalize", peak_normalize),
+          ("mel", "values"),
+          "first divergence at mel: every element above the floor moved by one constant log10(s)/2 (s the gain)",
+          _score_peak_normalize),
 )
 FAULTS = {f.key: f for f in CATALOGUE}
 

@@ -31,6 +31,7 @@ members are float32 pipelines the float32 tolerance is measured against):
     stft_pad_120           centred STFT padded (n_fft - hop)/2 = 120 instead of n_fft/2, no frame dropped
                            (TrevorS/voxtral-mini-realtime-rs src/audio/mel.rs at 1efe5f8)
     mel_upper_clamp        Whisper's clamp of the normalised log-mel to [-1, 1] (same file and commit)
+    peak_normalize         the audio scaled to peak 0.95 before the mel (same repository, 780fa3b)
 """
 
 from __future__ import annotations
@@ -144,6 +145,14 @@ def mel_upper_clamp(x: np.ndarray, dtype=np.float64, *, center: bool = True,
     from below (MODEL.md §2.2).  [L] -> [M, T]"""
     out = log_mel(x, dtype, center=center, audio=audio, floor=floor)
     return np.minimum(out, out.dtype.type(1.0))
+
+
+def peak_normalize(x: np.ndarray, dtype=np.float64, *, center: bool = True,
+                   audio: AudioConfig = REFERENCE_AUDIO, floor: str = "global") -> np.ndarray:
+    """MISTAKE: the waveform scaled to peak 0.95 before the mel (the model reads it as it is): every
+    element above the floor moves by the constant log10(s)/2, s = 0.95 / peak.  [L] -> [M, T]"""
+    peak = float(np.abs(x).max())
+    return log_mel(x * (0.95 / peak) if peak > 0 else x, dtype, center=center, audio=audio, floor=floor)
 
 
 def as_port_front_end(variant: Callable) -> Callable:

@@ -27,7 +27,7 @@ from oracle_tools.cli import main
 from test_conformance import ODD_A, ODD_B
 
 REAL_PORT = ("dft_angle_f32", "extra_final_token", "decode_past_audio", "mel_upper_clamp", "stft_pad_120",
-             "left_pad_76", "ada_silu")
+             "left_pad_76", "ada_silu", "ada_extra_norm", "peak_normalize")
 CONFIGS = {"odd_a": ODD_A, "odd_b": ODD_B}
 
 
@@ -75,8 +75,8 @@ def test_each_real_port_mistake_is_named_first(port_set, key):
     assert not set(named[1:]) & set(REAL_PORT), (key, named)  # no other real-port entry fits beside it
     first = report.first_divergence
     stage, kind = FAULTS[key].shows_at
-    if key == "ada_silu":  # the block case fails first; in the e2e case, the first decoder layer
-        assert first.name == "time_ada.scale"
+    if key in ("ada_silu", "ada_extra_norm"):  # the block case fails first; in the e2e case, the first decoder layer
+        assert first.name == ("time_ada.scale" if key == "ada_silu" else "time_ada.out")
         assert next(t for t in report.failing if t.case == "e2e").name == "dec.L00.out"
     else:
         assert first.name == stage and first.case == "e2e", (first.name, stage)
