@@ -5,7 +5,8 @@ model does, how to inject it, where it first shows (``shows_at``: the first stag
 differs, fed the reference's tokens, and how), what that looks like in a compare report (``expect``),
 and its own ``score`` of the evidence a failing report offers (``oracle.diagnose`` asks every entry and
 ranks the answers; it names none of them). Adding a fault is one entry in ``CATALOGUE`` (plus, when
-the mistake needs new code, the function that makes it, in this file): docs/PORTING.md, "Adding a fault".
+the mistake needs new code, the function that makes it in ``oracle.fault_mechanisms``, and a measure its
+score shares with others in ``oracle.fault_evidence``): docs/PORTING.md, "Adding a fault".
 
 Faults change *what the oracle is given*, never copy the model's math:
 
@@ -37,144 +38,20 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .checkpoint import Checkpoint
-from .config import CONV_KERNEL
-from .decoder import ada_norm, decoder_attention, layer_ada_scale, time_condition
 from .encoder import conv_stem
+from .fault_evidence import (CONV1_STAGES, STEM_STAGES, TOKEN_STAGES, audio_shifted, decoder_wrong_at_every_row,
+                             encoder_exact_at_row_0, extra_final_token, fails, floor_fraction, gelu_preimage,
+                             golden_stopped_at_eos, lengths, mel_below_peak_fit, reads_one_ahead, rows_rescaled,
+                             scale_is_one, tokens_run_on)
+from .fault_mechanisms import (EditedCheckpoint, ada_before_attention_layer, ada_dropped, ada_extra_norm_layer,
+                               burn_conv_stem, extra_norm_time_ada_case, gelu_tanh, k_bias, no_audio_at,
+                               port_mel_context, rotate_half_rope_case, shift_audio, silu_ada_scale,
+                               silu_time_ada_case, symmetric_conv_stem, unpermuted_rope)
 from .golden import replay, with_config_change
-from .layers import conv1d, gelu, linear, rms_norm, rope_angles, rope_rotate_half, silu, swiglu
+from .layers import gelu
 from .mel_variants import as_port_front_end, dft_angle_f32, mel_upper_clamp, peak_normalize, stft_pad_120
 from .precision import Precision
-from .protocol import EOS
-from .taps import no_tap
 from .variant import REFERENCE
-from .weights import unpermute_rows
-
-
-class EditedCheckpoint(Checkpoint):
-    """A view of a checkpoint whose typed weights pass through ``edit(group, layer, container, config)``."""
-
-    def __init__(self, base: Checkpoint, edit, config=None):
-        super().__init__(base.directory, base.layout, config or base.config, base.index, base.names)
-        self._edit = edit
-
-    def group(self, group, layer, precision, arena=None):
-        return self._edit(group, layer, super().group(group, layer, precision, arena), self.config)
-
-
-# -- composition faults (the mistaken wiring, built from the model's own layer functions) ----------
-
-
-def burn_conv_stem(mel, w, p: Precision, state=None, tap=no_tap):
-    """Both convs stride 2 with symmetric padding 1 (TrevorS loader.rs conv1d_from_weights, MODEL.md §11.1):
-    8N mel frames -> 2N encoder frames -> N/2 decoder positions, each spanning 160 ms."""
-    if state is not None:
-        raise ValueError("the Burn conv stem fault is offline only")
-    def sym(x, wt, b):  # Burn PaddingConfig1d::Explicit(1): one zero frame on each side
-        xr = np.concatenate([x, np.zeros((x.shape[0], 1), x.dtype)], axis=1)
-        return p.store(gelu(p.store(conv1d(xr, wt, b, stride=2, history=np.zeros((x.shape[0], 1), x.dtype)))))
-    h1 = sym(mel, w.w1, w.b1)
-    tap("enc.conv1.out", h1.T)
-    out = np.ascontiguousarray(sym(h1, w.w2, w.b2).T)
-    tap("enc.conv.out", out)
-    return out, None
-
-
-def symmetric_conv_stem(mel, w, p: Precision, state=None, tap=no_tap):
-    """Correct strides, symmetric padding: conv1 output i reads mel i-1..i+1 instead of i-2..i (one
-    frame, 10 ms, of look-ahead; MODEL.md §11.1). conv2's symmetric pad happens to read the causal frames."""
-    if state is not None:
-        raise ValueError("the symmetric-padding fault is offline only")
-    m = mel.shape[0]
-    xr = np.concatenate([mel, np.zeros((m, 1), mel.dtype)], axis=1)  # one frame on the right ...
-    h1 = conv1d(xr, w.w1, w.b1, stride=1, history=np.zeros((m, CONV_KERNEL - 1), mel.dtype))[:, 1:]  # ... one on the left
-    h1 = p.store(gelu(p.store(h1)))
-    tap("enc.conv1.out", h1.T)
-    de = h1.shape[0]
-    h2 = p.store(gelu(p.store(conv1d(h1, w.w2, w.b2, stride=2, history=np.zeros((de, 1), h1.dtype)))))
-    out = np.ascontiguousarray(h2.T)
-    tap("enc.conv.out", out)
-    return out, None
-
-
-def ada_before_attention_layer(x, positions, w, scale, cfg, p: Precision, past=None, tap=no_tap, name="dec.L00"):
-    """ADA scale applied to the attention norm instead of the pre-FFN norm (MODEL.md §11.6)."""
-    tap(f"{name}.ada_scale", scale[None, :])
-    n = p.store(p.store(rms_norm(x, w.attn_norm, cfg.norm_eps)) * scale)
-    attn_out, kv = decoder_attention(n, positions, w, cfg, p, past=past, tap=tap, name=name)
-    h = p.store(x + attn_out)
-    m = p.store(rms_norm(h, w.ffn_norm, cfg.norm_eps))
-    y = p.store(h + p.store(swiglu(m, w.w1, w.w3, w.w2)))
-    tap(f"{name}.out", y)
-    return y, kv
-
-
-def ada_extra_norm_layer(x, positions, w, scale, cfg, p: Precision, past=None, tap=no_tap, name="dec.L00"):
-    """The ADA step renormalises its input: RMSNorm(RMSNorm(h; ffn_norm); 1) * (1 + g) before the MLP,
-    where the model scales RMSNorm(h; ffn_norm) as it is (MODEL.md §5.2)."""
-    tap(f"{name}.ada_scale", scale[None, :])
-    n = p.store(rms_norm(x, w.attn_norm, cfg.norm_eps))
-    attn_out, kv = decoder_attention(n, positions, w, cfg, p, past=past, tap=tap, name=name)
-    h = p.store(x + attn_out)
-    m = _extra_norm_ada(h, w, scale, cfg, p)
-    mlp_out = p.store(swiglu(p.operand(m), w.w1, w.w3, w.w2, operand=p.operand))
-    tap(f"{name}.mlp.out", mlp_out)
-    y = p.store(h + mlp_out)
-    tap(f"{name}.out", y)
-    return y, kv
-
-
-def _extra_norm_ada(h, w, scale, cfg, p: Precision):
-    m = p.store(rms_norm(h, w.ffn_norm, cfg.norm_eps))
-    return p.store(p.store(rms_norm(m, np.ones_like(w.ffn_norm), cfg.norm_eps)) * scale)
-
-
-def silu_ada_scale(t_cond: np.ndarray, w, p: Precision) -> np.ndarray:
-    """(1 + W_up SiLU(W_down t_cond)): the ADA MLP with SiLU where the model has GELU (MODEL.md §5.3).  [D] -> [D]"""
-    op = p.operand
-    return p.store(1.0 + linear(op(silu(linear(op(t_cond), w.ada_down))), w.ada_up))
-
-
-def shift_audio(audio: np.ndarray) -> np.ndarray:
-    """Position p gets A[p - 1] (zeros at 0): an off-by-one in the audio index (MODEL.md §6.6)."""
-    out = np.zeros_like(audio)
-    out[1:] = audio[:-1]
-    return out
-
-
-def no_audio_at(position: int):
-    def drop(audio: np.ndarray) -> np.ndarray:
-        out = audio.copy()
-        if position < len(out):
-            out[position] = 0.0
-        return out
-    return drop
-
-
-# -- weight faults -------------------------------------------------------------------------------
-
-
-def unpermuted_rope(group, layer, w, cfg):
-    """Rotate-half RoPE on Mistral (interleaved) rows. rotate_half(W x) = perm(interleaved(perm⁻¹(W) x))
-    per head, and q·k is unchanged by permuting both q and k alike, so the mistake equals interleaved
-    RoPE on q/k rows (and the q bias) un-permuted as if they were HF rows (MODEL.md §11.4)."""
-    if group == "enc_layer":
-        hh = (cfg.encoder.n_heads, cfg.encoder.head_dim)
-        return replace(w, wq=unpermute_rows(w.wq, *hh), bq=unpermute_rows(w.bq, *hh), wk=unpermute_rows(w.wk, *hh))
-    if group == "dec_layer":
-        d = cfg.decoder
-        return replace(w, wq=unpermute_rows(w.wq, d.n_heads, d.head_dim), wk=unpermute_rows(w.wk, d.n_kv_heads, d.head_dim))
-    return w
-
-
-def k_bias(group, layer, w, cfg):
-    """A non-zero k bias in the encoder (here: the q bias reused for k), MODEL.md §11.5."""
-    return replace(w, bk=w.bq.copy()) if group == "enc_layer" else w
-
-
-def ada_dropped(group, layer, w, cfg):
-    """No ADA term: W_up = 0 makes (1 + g) = 1 in every layer."""
-    return replace(w, ada_up=np.zeros_like(w.ada_up)) if group == "dec_layer" else w
 
 
 # -- how to inject -------------------------------------------------------------------------------
@@ -215,174 +92,40 @@ def _front_end(ctx, name: str, log_mel):
     return _variant(ctx, name=name, log_mel=as_port_front_end(log_mel))
 
 
-def _port_mel_context(ctx, inputs: dict[str, np.ndarray], p: Precision):
-    """The e2e case computes the reference mel itself; a port with a front-end fault feeds its conv stem
-    its own mel of the same audio. -> (a Context whose conv stem reads that mel, the mel [M, T] in p's dtype)"""
-    proto, v = ctx.setup.protocol, ctx.variant
-    mel = p.array(v.log_mel(proto.pad_offline(np.asarray(inputs["audio"], np.float64)).astype(p.dtype), p.dtype,
-                            audio=ctx.ckpt.config.audio, floor=ctx.mel_floor))
-    stem = v.conv_stem
-
-    def port_stem(reference_mel, w, p_, state=None, tap=no_tap):
-        assert state is None and reference_mel.shape == mel.shape, (state, reference_mel.shape, mel.shape)
-        return stem(p_.array(mel), w, p_, state=state, tap=tap)
-
-    return replace(ctx, variant=replace(v, conv_stem=port_stem), _models={}), mel
-
-
-def _silu_time_ada_case(ctx, case, inputs, p: Precision):
-    """The time_ada block case computes the ADA scale from weights the port reads with its own activation."""
-    if case != "time_ada":
-        return None
-    d = ctx.ckpt.config.decoder
-    w = ctx.ckpt.decoder_layer(0, p)
-    t_cond = time_condition(ctx.setup.protocol.delay_tokens, d, p)
-    scale = silu_ada_scale(t_cond, w, p)
-    h = p.array(np.asarray(inputs["time_ada.h"], np.float64))
-    return {"time_ada.t_cond": t_cond, "time_ada.scale": scale, "time_ada.out": ada_norm(h, w, scale, d, p)}
-
-
-def _extra_norm_time_ada_case(ctx, case, inputs, p: Precision):
-    """The time_ada block case's ADA step, as the port computes it (its scale is right)."""
-    if case != "time_ada":
-        return None
-    d = ctx.ckpt.config.decoder
-    w = ctx.ckpt.decoder_layer(0, p)
-    t_cond = time_condition(ctx.setup.protocol.delay_tokens, d, p)
-    scale = layer_ada_scale(t_cond, w, p)
-    h = p.array(np.asarray(inputs["time_ada.h"], np.float64))
-    return {"time_ada.t_cond": t_cond, "time_ada.scale": scale, "time_ada.out": _extra_norm_ada(h, w, scale, d, p)}
-
-
-def _rotate_half_rope_case(ctx, case, inputs, p: Precision):
-    """The rope block case hands the port raw vectors, not weights: its rotate-half RoPE shows directly."""
-    if case != "rope":
-        return None
-    d = ctx.ckpt.config.decoder
-    cos, sin = rope_angles(inputs["rope.positions"], d.head_dim, d.rope_theta, p.angle_dtype)
-    x = p.array(np.asarray(inputs["rope.x"], np.float64))
-    return {"rope.out": p.store(rope_rotate_half(x, p.store(cos.astype(x.dtype)), p.store(sin.astype(x.dtype))))}
-
-
 # -- how each fault shows in a failing report --------------------------------------------------------
 # A score function gets the ``oracle.diagnose.Evidence`` of one failing tensor (the first of its case)
 # and answers (score in [0, 1], why) or None. 1.0: the signature itself; 0.5 or more: reported as a
 # likely mistake; a look-alike pair scores by the block case that separates it.
 
-_STEM_STAGES = ("enc.conv1.out", "enc.conv.out", "conv_stem.conv1", "conv_stem.out", "enc.out", "adapter.out")
-_CONV1_STAGES = ("enc.conv1.out", "conv_stem.conv1")
-_TOKEN_STAGES = ("tokens", "stream.tokens")
-
-
-def _fails(ev, *stages) -> bool:
-    return ev.status == "FAIL" and ev.stage in stages
-
-
-def _lengths(ev) -> tuple[int, int] | None:
-    """(candidate, golden) length along axis 0 of a tensor whose shape differs at the same rank."""
-    if ev.status == "SHAPE" and ev.candidate_shape and len(ev.candidate_shape) == len(ev.golden_shape):
-        return ev.candidate_shape[0], ev.golden_shape[0]
-    return None
-
-
-def _reads_one_ahead(ev) -> bool:
-    """candidate[i] == golden[i + 1] within atol: a conv that reads one frame ahead."""
-    g, a = ev.golden, ev.candidate
-    return g is not None and g.ndim == 2 and g.shape[0] > 2 and bool(np.abs(a[:-1] - g[1:]).max() <= ev.atol)
-
-
-def _floor_fraction(ev) -> float | None:
-    """The share of failing mel elements where the golden sits at its floor (max - 8, in log10 units)."""
-    if ev.golden is None:
-        return None
-    g, bad = ev.golden, ev.bad
-    return float((np.abs(g[bad] - g.min()) < 1e-6).mean()) if bad.any() else 0.0
-
-
-def _audio_shifted(ev) -> bool:
-    """dec.in − golden == A[p−1] − A[p], with A the case's golden adapter.out (audio embeddings)."""
-    audio = ev.golden_output("adapter.out")
-    if ev.golden is None or audio is None or audio.shape != ev.golden.shape:
-        return False
-    return bool(np.abs((ev.candidate - ev.golden) - (shift_audio(audio) - audio)).max() <= ev.atol * 4)
-
-
-def _encoder_exact_at_row_0(ev):
-    """An encoder layer exact at row 0 (position 0) and wrong from row 1: rotate-half RoPE or a k bias.
-    Returns (the rope block case's status, the note on it), or None."""
-    enc = ev.stage.startswith("enc.L") or ev.stage in ("encoder_attention.out", "encoder_layer.out") \
-        or ev.stage.startswith("encoder_stack.")
-    if not (enc and ev.status == "FAIL" and ev.first_row == 1):
-        return None
-    rope = ev.status_of("rope.out")
-    return rope, (f"; the rope case {'fails' if rope == 'FAIL' else 'passes'}" if rope else
-                  "; run the rope block case to tell rotate-half RoPE from a k bias")
-
-
-def _decoder_wrong_at_every_row(ev):
-    """A decoder layer wrong from row 0 while its inputs pass: ADA misplaced or dropped. Returns (the
-    time_ada block case's status, why), or None."""
-    if not (ev.status == "FAIL" and ev.stage.startswith("dec.L") and ev.first_row == 0
-            and ev.status_of("dec.t_cond") in (None, "ok")):
-        return None
-    scale = ev.status_of("time_ada.scale")
-    tail = (f"; time_ada.scale {'fails' if scale == 'FAIL' else 'passes'}" if scale else
-            "; run the time_ada block case to tell a misplaced ADA from a dropped one")
-    return scale, f"{ev.stage} differs at every row while dec.in and dec.t_cond pass" + tail
-
 
 def _score_stride2_stem(ev):
-    n = _lengths(ev)
-    if n and n[0] * 2 == n[1] and ev.stage in _STEM_STAGES:
+    n = lengths(ev)
+    if n and n[0] * 2 == n[1] and ev.stage in STEM_STAGES:
         return 1.0, f"{ev.stage} has {n[0]} frames instead of {n[1]}: a stride-2 conv where conv1 has stride 1"
     return None
 
 
 def _score_symmetric_padding(ev):
-    if not _fails(ev, *_CONV1_STAGES):
+    if not fails(ev, *CONV1_STAGES):
         return None
-    if _reads_one_ahead(ev):
+    if reads_one_ahead(ev):
         return 1.0, f"{ev.stage}[i] equals the golden's [i + 1]: conv1 reads one frame ahead"
     return 0.5, f"{ev.stage} differs from row {ev.first_row}"
 
 
-def _extra_final_token(ev) -> bool:
-    """The candidate's tokens are the golden's plus one more: its generation ran one step too far
-    (N − P + 1 steps), not a shorter prompt (which moves every generated token one position earlier)."""
-    g, a = ev.golden_raw, ev.candidate_raw
-    return (ev.stage in _TOKEN_STAGES and g is not None and a is not None and g.ndim == a.ndim == 1
-            and len(a) == len(g) + 1 and bool(np.array_equal(np.asarray(a[:-1]), g)))
-
-
-def _golden_stopped_at_eos(ev) -> bool:
-    """The golden's generation ended at EOS: a port that runs past the schedule stops there too."""
-    g = ev.golden_raw
-    return g is not None and g.ndim == 1 and len(g) > 0 and int(g[-1]) == EOS
-
-
-def _tokens_run_on(ev) -> int:
-    """How many tokens the candidate has beyond the golden's, all of the golden's kept as its prefix
-    (0: not that pattern)."""
-    g, a = ev.golden_raw, ev.candidate_raw
-    if not (ev.stage in _TOKEN_STAGES and g is not None and a is not None and g.ndim == a.ndim == 1):
-        return 0
-    a = np.asarray(a)
-    return len(a) - len(g) if len(a) > len(g) and np.array_equal(a[:len(g)], g) else 0
-
-
 def _score_extra_final_token(ev):
-    if _golden_stopped_at_eos(ev):
+    if golden_stopped_at_eos(ev):
         return None  # precondition: the golden ran the whole N − P schedule (it did not stop at EOS)
-    if _extra_final_token(ev):
+    if extra_final_token(ev):
         return 1.0, (f"{ev.stage}: the golden's {len(ev.golden_raw)} tokens (N − P) plus one more: the port "
                      "also feeds the last audio position A[N−1]")
     return None
 
 
 def _score_decode_past_audio(ev):
-    if _golden_stopped_at_eos(ev):
+    if golden_stopped_at_eos(ev):
         return None  # precondition: as extra_final_token
-    extra = _tokens_run_on(ev)
+    extra = tokens_run_on(ev)
     if extra > 1:
         return 1.0, (f"{ev.stage}: the golden's {len(ev.golden_raw)} tokens (N − P) plus {extra} more: decoding "
                      "went on past the audio (positions ≥ N have no audio embedding)")
@@ -390,20 +133,20 @@ def _score_decode_past_audio(ev):
 
 
 def _score_short_prompt(ev):
-    if _extra_final_token(ev):
+    if extra_final_token(ev):
         return None  # precondition: a 38-token prompt shifts the tokens, it does not append one
-    n = _lengths(ev)
-    if n and ev.stage in _TOKEN_STAGES and n[0] == n[1] + 1:
+    n = lengths(ev)
+    if n and ev.stage in TOKEN_STAGES and n[0] == n[1] + 1:
         return 1.0, "one more generated token than the golden: the prompt is one token short"
-    if _fails(ev, *_TOKEN_STAGES):
+    if fails(ev, *TOKEN_STAGES):
         return 0.6, "tokens differ while every tensor before them passes"
     return None
 
 
 def _score_audio_shift(ev):
-    if not _fails(ev, "dec.in"):
+    if not fails(ev, "dec.in"):
         return None
-    if _audio_shifted(ev):
+    if audio_shifted(ev):
         return 1.0, "dec.in - golden equals the golden audio embeddings shifted by one position"
     if (ev.failing_rows or 0) > 1:
         return 0.5, f"dec.in differs on {ev.failing_rows} rows while adapter.out passes"
@@ -412,7 +155,7 @@ def _score_audio_shift(ev):
 
 def _score_no_audio_last_prompt(ev):
     n_prompt = ev.param("prompt_length")
-    if _fails(ev, "dec.in") and n_prompt and ev.failing_rows == 1 and ev.first_row == n_prompt - 1:
+    if fails(ev, "dec.in") and n_prompt and ev.failing_rows == 1 and ev.first_row == n_prompt - 1:
         return 1.0, f"only row {ev.first_row} (the last prompt position) of dec.in differs"
     return None
 
@@ -426,10 +169,10 @@ def _score_window(ev):
 
 
 def _score_rotate_half(ev):
-    if _fails(ev, "rope.out"):
+    if fails(ev, "rope.out"):
         return (0.9 if ev.first_row != 0 else 0.6,
                 "the rope block case fails" + (" from row 1 (row 0 is position 0, the identity)" if ev.first_row else ""))
-    hit = _encoder_exact_at_row_0(ev)
+    hit = encoder_exact_at_row_0(ev)
     if hit is None:
         return None
     rope, tail = hit
@@ -437,16 +180,16 @@ def _score_rotate_half(ev):
 
 
 def _score_utterance_max(ev):
-    if not _fails(ev, "mel"):
+    if not fails(ev, "mel"):
         return None
-    share = _floor_fraction(ev)
+    share = floor_fraction(ev)
     if (share or 0) > 0.5:
         return 1.0, f"{share:.0%} of the failing mel elements sit at the golden's floor"
     return 0.4, "the mel differs"
 
 
 def _score_k_bias(ev):
-    hit = _encoder_exact_at_row_0(ev)
+    hit = encoder_exact_at_row_0(ev)
     if hit is None:
         return None
     rope, tail = hit
@@ -455,29 +198,20 @@ def _score_k_bias(ev):
 
 
 def _score_ada_before_attention(ev):
-    hit = _decoder_wrong_at_every_row(ev)
+    hit = decoder_wrong_at_every_row(ev)
     if hit is not None and hit[0] == "ok" and ev.status_of("time_ada.out") == "FAIL":
         return 0.3, hit[1] + ", but time_ada.out fails: the ADA step itself differs"
     return None if hit is None else ({"FAIL": 0.3, "ok": 1.0}.get(hit[0], 0.8), hit[1])
 
 
-def _rows_rescaled(ev) -> float | None:
-    """How much of candidate − golden a per-row scalar factor explains (1: all of it), for a failing 2-D tensor."""
-    if ev.golden is None or ev.golden.ndim != 2:
-        return None
-    g, a = ev.golden, ev.candidate
-    c = np.sum(a * g, axis=1, keepdims=True) / np.maximum(np.sum(g * g, axis=1, keepdims=True), 1e-300)  # [R, 1]
-    return 1.0 - float(np.linalg.norm(a - c * g) / max(float(np.linalg.norm(a - g)), 1e-300))
-
-
 def _score_ada_extra_norm(ev):
-    if _fails(ev, "time_ada.out"):
-        explained = _rows_rescaled(ev)
+    if fails(ev, "time_ada.out"):
+        explained = rows_rescaled(ev)
         if ev.status_of("time_ada.scale") == "ok" and explained is not None and explained > 0.9:
             return 1.0, (f"time_ada.out fails while time_ada.scale passes, and each row is the golden's times "
                          f"a row constant ({explained:.0%} explained): the ADA step renormalises its input")
         return None
-    hit = _decoder_wrong_at_every_row(ev)
+    hit = decoder_wrong_at_every_row(ev)
     if hit is None:
         return None
     if hit[0] == "ok":
@@ -487,7 +221,7 @@ def _score_ada_extra_norm(ev):
 
 def _score_peak_normalize(ev):
     """Above the floor, mel − golden is one constant log10(s)/2: the audio was scaled by s."""
-    if not _fails(ev, "mel") or ev.golden is None:
+    if not fails(ev, "mel") or ev.golden is None:
         return None
     g, a = ev.golden, ev.candidate
     floor = g.min()
@@ -504,31 +238,25 @@ def _score_peak_normalize(ev):
 
 
 def _score_wrong_delay(ev):
-    return (1.0, f"{ev.stage} differs: the time embedding is built from another t") if _fails(ev, "dec.t_cond") else None
+    return (1.0, f"{ev.stage} differs: the time embedding is built from another t") if fails(ev, "dec.t_cond") else None
 
 
 def _score_unquantized(ev):
     if ev.provenance("audio_int16_exact"):
         return None  # precondition: quantizing int16-exact audio changes nothing, so skipping it cannot show
-    if not _fails(ev, "mel") or (_floor_fraction(ev) or 0) > 0.5:
+    if not fails(ev, "mel") or (floor_fraction(ev) or 0) > 0.5:
         return None
     return (0.9 if (ev.max_abs or 1) < 0.2 else 0.5,
             f"small mel differences (max {ev.max_abs:.2g}) spread over the spectrogram, not at the floor")
 
 
-def _scale_is_one(ev) -> bool | None:
-    """Whether the candidate's time_ada.scale is exactly 1 (a dropped ADA term), None if not given."""
-    s = ev.candidate_output("time_ada.scale")
-    return None if s is None else bool(np.all(s == 1.0))
-
-
 def _score_ada_dropped(ev):
-    one = _scale_is_one(ev)
-    if _fails(ev, "time_ada.scale"):
+    one = scale_is_one(ev)
+    if fails(ev, "time_ada.scale"):
         if one is False:
             return 0.3, "time_ada.scale fails but is not 1: an ADA term is computed, differently"
         return 1.0, "time_ada.scale fails: the (1 + W_up GELU(W_down t_cond)) term is not computed"
-    hit = _decoder_wrong_at_every_row(ev)
+    hit = decoder_wrong_at_every_row(ev)
     if hit is None:
         return None
     if hit[0] == "FAIL" and one is False:
@@ -537,13 +265,13 @@ def _score_ada_dropped(ev):
 
 
 def _score_ada_silu(ev):
-    one = _scale_is_one(ev)
-    if _fails(ev, "time_ada.scale"):
+    one = scale_is_one(ev)
+    if fails(ev, "time_ada.scale"):
         if one is False and ev.status_of("time_ada.t_cond") in (None, "ok"):
             return 1.0, ("time_ada.scale fails while time_ada.t_cond passes, and is not 1: the ADA MLP "
                          "1 + W_up act(W_down t_cond) uses another activation than GELU")
         return None
-    hit = _decoder_wrong_at_every_row(ev)
+    hit = decoder_wrong_at_every_row(ev)
     if hit is None:
         return None
     if hit[0] == "FAIL":
@@ -551,25 +279,10 @@ def _score_ada_silu(ev):
     return {"ok": 0.3}.get(hit[0], 0.8), hit[1]
 
 
-def _mel_below_peak_fit(ev):
-    """Fit log10 |mel − golden| = c0 + c_peak · (frame peak) + c_level · golden over the non-floor elements
-    that differ more than float32 noise. A DFT-table error leaks a fixed fraction of each frame's peak
-    into every bin: it grows with the depth below the peak (c_peak ≈ −c_level > 0). Noise added to the
-    audio (no int16 round trip) grows with the absolute level only (c_peak ≈ 0). -> (c_peak, c_level, n)"""
-    g, d = ev.golden, np.abs(ev.candidate - ev.golden)
-    peak = np.broadcast_to(g.max(axis=0, keepdims=True), g.shape)  # [M, T]: each frame's loudest bin
-    use = (d > ev.atol / 10) & (g > g.min() + 1e-6)
-    if use.sum() < 50:
-        return None
-    x = np.stack([np.ones(int(use.sum())), peak[use], g[use]], axis=1)
-    c = np.linalg.lstsq(x, np.log10(d[use]), rcond=None)[0]
-    return float(c[1]), float(c[2]), int(use.sum())
-
-
 def _score_dft_angle(ev):
-    if not _fails(ev, "mel") or ev.golden is None or ev.golden.ndim != 2 or (ev.max_abs or 1) > 0.05:
+    if not fails(ev, "mel") or ev.golden is None or ev.golden.ndim != 2 or (ev.max_abs or 1) > 0.05:
         return None
-    fit = _mel_below_peak_fit(ev)
+    fit = mel_below_peak_fit(ev)
     if fit is None:
         return None
     c_peak, c_level, n = fit
@@ -581,7 +294,7 @@ def _score_dft_angle(ev):
 
 
 def _score_mel_upper_clamp(ev):
-    if not _fails(ev, "mel") or ev.golden is None:
+    if not fails(ev, "mel") or ev.golden is None:
         return None
     g, a, bad = ev.golden, ev.candidate, ev.bad
     if bad.any() and bool((g[bad] > 1.0).all()) and float(np.abs(a[bad] - 1.0).max()) <= max(ev.atol, 1e-6):
@@ -592,7 +305,7 @@ def _score_mel_upper_clamp(ev):
 
 def _score_stft_late(ev):
     """The candidate's frame t lies between golden frames t and t + 1: a ≈ (1 − α) g_t + α g_(t+1)."""
-    if not _fails(ev, "mel") or ev.golden is None or ev.golden.ndim != 2 or ev.golden.shape[1] < 3:
+    if not fails(ev, "mel") or ev.golden is None or ev.golden.ndim != 2 or ev.golden.shape[1] < 3:
         return None
     g, a = ev.golden[:, :-1], ev.candidate[:, :-1]
     step = ev.golden[:, 1:] - g  # [M, T-1]
@@ -619,33 +332,14 @@ def _score_left_pad(ev):
     return None
 
 
-
-def gelu_tanh(x: np.ndarray) -> np.ndarray:
-    """The tanh approximation 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))): what many ports write for GELU
-    (antirez/voxtral.c ``voxtral_kernels.c``); the model uses the exact erf GELU. |tanh − erf| ≤ 4.7e-4."""
-    c = x.dtype.type(np.sqrt(2.0 / np.pi))
-    return 0.5 * x * (1.0 + np.tanh(c * (x + x.dtype.type(0.044715) * x * x * x)))
-
-
-def _gelu_preimage(y: np.ndarray) -> np.ndarray:
-    """x ≥ −0.75 with gelu(x) = y (GELU is increasing there), by bisection; y ≥ gelu's minimum."""
-    lo = np.full(y.shape, -0.75)
-    hi = np.maximum(y, 0.0) + 1.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        below = gelu(mid) < y
-        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-    return 0.5 * (lo + hi)
-
-
 def _score_gelu_tanh(ev):
-    if not _fails(ev, "enc.conv1.out", "enc.conv.out", "adapter.out") or ev.golden is None:
+    if not fails(ev, "enc.conv1.out", "enc.conv.out", "adapter.out") or ev.golden is None:
         return None
     y, d = ev.golden, ev.candidate - ev.golden
     use = y > 0.05  # one preimage (GELU is increasing for x > −0.75) and a tanh − erf gap worth comparing
     if use.sum() < 16:
         return None
-    x = _gelu_preimage(y[use])
+    x = gelu_preimage(y[use])
     predicted = gelu_tanh(x) - gelu(x)  # [n]: what a tanh GELU adds at these pre-activations
     residual = np.linalg.norm(d[use] - predicted) / max(np.linalg.norm(d[use]), 1e-300)
     if residual < 0.3:
@@ -736,7 +430,7 @@ CATALOGUE: tuple[Fault, ...] = (
           _score_rotate_half,
           lookalikes=("k_bias",),
           separate="the rope block case: it fails with rotate-half and passes with a k bias",
-          block_outputs=_rotate_half_rope_case),
+          block_outputs=rotate_half_rope_case),
     Fault("mel_utterance_max", "per-utterance log-mel maximum (Whisper's clamp)",
           "floor at max(log mel) - 8 over the utterance instead of the fixed 1.5 - 8",
           "max(log10 mel, -6.5) with 1.5 = global_log_mel_max (§2.2)",
@@ -860,7 +554,7 @@ CATALOGUE: tuple[Fault, ...] = (
           _score_ada_silu,
           lookalikes=("ada_before_attention", "ada_dropped", "ada_extra_norm"),
           separate=_ADA_SEPARATE,
-          block_outputs=_silu_time_ada_case),
+          block_outputs=silu_time_ada_case),
     Fault("ada_extra_norm", "ADA renormalises its input: RMSNorm(x) · (1 + g) instead of x · (1 + g)",
           "the ADA layer divides its input by sqrt(mean(x²) + eps) before scaling (TrevorS/voxtral-mini-realtime-rs"
           " src/models/layers/rms_norm.rs at 1efe5f8; c9e19bc: \"NOT a normalization layer - it only applies"
@@ -873,7 +567,7 @@ CATALOGUE: tuple[Fault, ...] = (
           _score_ada_extra_norm,
           lookalikes=("ada_before_attention", "ada_dropped", "ada_silu"),
           separate=_ADA_SEPARATE,
-          block_outputs=_extra_norm_time_ada_case),
+          block_outputs=extra_norm_time_ada_case),
     Fault("peak_normalize", "audio scaled to peak 0.95 before the mel",
           "`AudioBuffer::peak_normalize(0.95)` before the mel in the CLI and WASM paths (TrevorS/voxtral-mini-"
           "realtime-rs src/audio/io.rs at 780fa3b, deliberate, to rescue quiet audio under Q4)",
@@ -909,6 +603,6 @@ def faulty_outputs(key: str, ctx, case: str, inputs: dict[str, np.ndarray], p: P
         if outputs is not None:
             return outputs
     if case == "e2e" and faulty.variant.log_mel is not REFERENCE.log_mel:
-        faulty, mel = _port_mel_context(faulty, inputs, p)
+        faulty, mel = port_mel_context(faulty, inputs, p)
         return {**replay(faulty, case, inputs, p), "mel": mel}
     return replay(faulty, case, inputs, p)
