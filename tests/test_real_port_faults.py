@@ -5,11 +5,13 @@ contradicts is never named."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
 
-from oracle import builtin
+from oracle import builtin, mel_variants
 from oracle.audio import load_audio, quantize_int16
 from oracle.checkpoint import read_safetensors_header, read_tensor
 from oracle.compare import compare
@@ -29,6 +31,7 @@ from test_conformance import ODD_A, ODD_B
 REAL_PORT = ("dft_angle_f32", "extra_final_token", "decode_past_audio", "mel_upper_clamp", "stft_pad_120",
              "left_pad_76", "ada_silu", "ada_extra_norm", "peak_normalize")
 CONFIGS = {"odd_a": ODD_A, "odd_b": ODD_B}
+COMMITTED = Path(__file__).parents[1] / "golden" / "tiny_goldens"
 
 
 @pytest.fixture(scope="module", params=["tiny", "odd_a", "odd_b"])
@@ -120,3 +123,22 @@ def test_front_end_variants_keep_the_frame_count():
     assert late.shape == ref.shape == (128, n_mel_frames(len(x)))
     shifted = log_mel(np.concatenate([x[80:], np.zeros(80)]))  # zero edges: pad 120 = the signal 80 samples early
     np.testing.assert_allclose(late, shifted, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("variant,named", [("dft_angle_f32_tables_f32", True), ("dft_angle_f32", True),
+                                           ("dft_tables_f32", False), ("dft_tables_f64", False)])
+def test_the_dft_angle_signature_is_voxtral_c_as_shipped_and_no_honest_front_end(variant, named):
+    """The committed golden's e2e mel replaced by a direct float32 DFT's: voxtral.c as shipped (float32
+    tables too) is named dft_angle_f32 first; honest tables (angle reduced, or built in float64) never."""
+    golden = load_golden(COMMITTED)
+    cand = {f"{o.case}/{o.name}": np.asarray(o.array()) for c, o in golden.outputs() if c.name == "e2e"}
+    e2e = next(c for c in golden.cases if c.name == "e2e")
+    audio = np.asarray(read_tensor(read_safetensors_header(e2e.dir / "tensors.safetensors")["audio"]), np.float64)
+    padded = load_setup(builtin.tiny_checkpoint()).protocol.pad_offline(audio).astype(np.float32)
+    cand["e2e/mel"] = getattr(mel_variants, variant)(padded)
+    report = attach_diagnosis(compare(golden, cand, only=["e2e/*"]), golden, cand)
+    keys = [d["key"] for d in report.likely_mistakes]
+    if named:
+        assert report.first_divergence.name == "mel" and keys[0] == "dft_angle_f32", keys
+    else:
+        assert "dft_angle_f32" not in keys, keys
