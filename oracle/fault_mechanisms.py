@@ -37,6 +37,9 @@ class EditedCheckpoint(Checkpoint):
         return self._edit(group, layer, super().group(group, layer, precision, arena), self.config)
 
 
+# -- composition (Variant fields) ---------------------------------------------------------------
+
+
 def burn_conv_stem(mel, w, p: Precision, state=None, tap=no_tap):
     """Both convs stride 2 with symmetric padding 1 (TrevorS loader.rs conv1d_from_weights, MODEL.md §11.1):
     8N mel frames -> 2N encoder frames -> N/2 decoder positions, each spanning 160 ms."""
@@ -97,6 +100,7 @@ def ada_extra_norm_layer(x, positions, w, scale, cfg, p: Precision, past=None, t
 
 
 def extra_norm_ada(h, w, scale, cfg, p: Precision):
+    """RMSNorm(RMSNorm(h; ffn_norm); 1) ⊙ (1 + g): the ADA step with the extra, unweighted norm.  [N, D] -> [N, D]"""
     m = p.store(rms_norm(h, w.ffn_norm, cfg.norm_eps))
     return p.store(p.store(rms_norm(m, np.ones_like(w.ffn_norm), cfg.norm_eps)) * scale)
 
@@ -123,6 +127,9 @@ def no_audio_at(position: int):
     return drop
 
 
+# -- weights (EditedCheckpoint edits) -------------------------------------------------------------
+
+
 def unpermuted_rope(group, layer, w, cfg):
     """Rotate-half RoPE on Mistral (interleaved) rows. rotate_half(W x) = perm(interleaved(perm⁻¹(W) x))
     per head, and q·k is unchanged by permuting both q and k alike, so the mistake equals interleaved
@@ -144,6 +151,9 @@ def k_bias(group, layer, w, cfg):
 def ada_dropped(group, layer, w, cfg):
     """No ADA term: W_up = 0 makes (1 + g) = 1 in every layer."""
     return replace(w, ada_up=np.zeros_like(w.ada_up)) if group == "dec_layer" else w
+
+
+# -- activations, front end and block-case outputs --------------------------------------------------
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:

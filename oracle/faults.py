@@ -538,7 +538,7 @@ CATALOGUE: tuple[Fault, ...] = (
     Fault("left_pad_76", "76 tokens of left padding instead of 32",
           "`n_left_pad_tokens: 76` with the 39-token prompt unchanged (TrevorS/voxtral-mini-realtime-rs"
           " src/audio/pad.rs at 24cc815, deliberate, for Q4)",
-          "32 tokens (2.56 s) of silence on the left, = the prompt's 32 left-pad positions (§6.1)",
+          "32 tokens (2.56 s) of silence on the left, = the prompt's 32 left-pad positions (§6.3)",
           lambda ctx: _protocol(ctx, left_pad_delta=44),
           ("mel", "shape"),
           "SHAPE at mel: 352 more frames (44 tokens × 8), all silence at the start; the rest matches, and"
