@@ -1,19 +1,23 @@
 """The fault catalogue's entries from real ports (docs/case-studies/real-port-mistakes.md): on the tiny
 checkpoint and on two odd configurations, each injected mistake is the first likely mistake compare
 names, no other real-port entry is named beside it, and an entry whose precondition the golden
-contradicts is never named."""
+contradicts is never named (run-on tokens after a golden that stopped at EOS; the clamp below 1.0; the
+DFT-angle signature on honest direct-DFT front ends)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from safetensors.numpy import save_file
 
 from oracle import builtin, mel_variants
 from oracle.audio import load_audio, quantize_int16
-from oracle.checkpoint import read_safetensors_header, read_tensor
+from oracle.checkpoint import read_safetensors_header, read_tensor, sha256_file
 from oracle.compare import compare
 from oracle.diagnose import Evidence, attach_diagnosis
 from oracle.faults import FAULTS, faulty_outputs
@@ -142,3 +146,34 @@ def test_the_dft_angle_signature_is_voxtral_c_as_shipped_and_no_honest_front_end
         assert report.first_divergence.name == "mel" and keys[0] == "dft_angle_f32", keys
     else:
         assert "dft_angle_f32" not in keys, keys
+
+
+def _golden_that_stopped_at_eos(root):
+    """A copy of the committed e2e case whose generation ended at EOS (its last token made EOS), the
+    sha256 chain rewritten: what a golden of audio the model finishes early looks like."""
+    e2e = next(c for c in load_golden(COMMITTED).cases if c.name == "e2e")
+    shutil.copytree(COMMITTED, root)
+    case = root / e2e.dir.name
+    header = read_safetensors_header(case / "tensors.safetensors")
+    tensors = {k: np.ascontiguousarray(read_tensor(v)) for k, v in header.items() if k != "__metadata__"}
+    tensors["tokens"] = np.concatenate([tensors["tokens"][:-1], [EOS]]).astype(np.int64)
+    save_file(tensors, str(case / "tensors.safetensors"))
+    manifest = json.loads((case / "manifest.json").read_text())
+    manifest["sha256"] = sha256_file(case / "tensors.safetensors")
+    (case / "manifest.json").write_text(json.dumps(manifest))
+    index = json.loads((root / "index.json").read_text())
+    next(c for c in index["cases"] if c["name"] == "e2e")["sha256"] = sha256_file(case / "manifest.json")
+    (root / "index.json").write_text(json.dumps(index))
+    return load_golden(root)
+
+
+def test_run_on_tokens_are_not_named_through_compare_when_the_golden_stopped_at_eos(tmp_path):
+    """The same precondition end to end: the tokens plus one more are extra_final_token on a golden that
+    ran its whole schedule, and nothing of the catalogue on one that stopped at EOS."""
+    eos = _golden_that_stopped_at_eos(tmp_path / "eos")
+    for golden, expected in ((load_golden(COMMITTED), "extra_final_token"), (eos, None)):
+        cand = {f"{o.case}/{o.name}": np.asarray(o.array()) for c, o in golden.outputs() if c.name == "e2e"}
+        cand["e2e/tokens"] = np.concatenate([cand["e2e/tokens"], [int(cand["e2e/tokens"][0])]])
+        report = attach_diagnosis(compare(golden, cand, only=["e2e/*"]), golden, cand)
+        assert report.first_divergence.name == "tokens"
+        assert [d["key"] for d in report.likely_mistakes][:1] == [expected], report.likely_mistakes
