@@ -13,6 +13,7 @@ from pathlib import Path
 from .errors import OracleError
 
 TINY_SEED = 0
+BUILTIN_CLIP_LABEL = "builtin:clip.wav"  # how provenance names the built-in clip
 
 
 def _package_path(package: str, *parts: str) -> Path:
@@ -29,6 +30,13 @@ def _package_path(package: str, *parts: str) -> Path:
 def tiny_checkpoint() -> Path:
     """golden/tiny: params.json + consolidated.safetensors + tekken.json of ``synth --size tiny --seed 0``."""
     return _package_path("oracle_golden", "tiny")
+
+
+# Where the built-in clip is, for a golden set's provenance (``audio_file``): a port feeds this WAV to its
+# own loader. Machine-independent on purpose (goldens are byte-identical across machines), so a place
+# in the package and a one-liner that copies it out, not this machine's absolute path.
+SPEECH_CLIP_WHERE = ("oracle/data/clip.wav in the voxtral-oracle package (and repository); copy it out with: "
+                     "python -c \"import shutil, oracle.builtin as b; shutil.copy(b.speech_clip(), 'clip.wav')\"")
 
 
 def speech_clip() -> Path:

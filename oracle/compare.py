@@ -43,6 +43,10 @@ directory); a qualified key wins over the plain one.
 Exit codes: 0 pass, 1 tolerance failure, 2 structural failure (2 wins over 1; a golden set that fails
 its sha256 or does not match its manifest is also 2, raised as OracleError), 3 usage or I/O error.
 
+Fewer rows: an e2e per-position output (dec.in, dec.Lxx.out, dec.norm, logits) may hold only the rows a
+port computes: logits rows P-1 .. N-1 or P-1 .. N-2, or rows 0 .. N-2 of any of them (the N - P
+schedule never feeds position N-1); those rows are compared, with a note (``_rows_a_port_computes``).
+
 What is deliberately not done: inputs and aux tensors are not compared (ports do not produce them);
 candidate tensors that are not golden outputs are listed as a note, never a failure; nothing is skipped
 after a structural failure (every selected output is compared; the verdict names the first failing one).
@@ -54,6 +58,7 @@ import difflib
 import fnmatch
 import math
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -323,13 +328,35 @@ def _rows_before_divergence(case: GoldenCase, out: GoldenOutput, results: list) 
     return int(spec.get("offset", 0)) + int(step)
 
 
-def _prompt_rows_skipped(case: GoldenCase, out: GoldenOutput, arr: np.ndarray) -> int | None:
-    """P - 1 when ``arr`` holds exactly the e2e logits rows P-1 .. N-1 (P = the case's prompt length)."""
-    n_prompt = case.manifest.get("params", {}).get("prompt_length") if isinstance(case.manifest.get("params"), dict) else None
-    if out.name != "logits" or out.kind != "float" or not isinstance(n_prompt, int) or not 1 <= n_prompt < out.shape[0]:
+# Per-position outputs of the e2e case (one row per decoder position), which a port on the N - P schedule
+# may dump with fewer rows (``_rows_a_port_computes``).
+_POSITION_ROWS = re.compile(r"dec\.in|dec\.L\d+\.out|dec\.norm|logits")
+
+
+def _rows_a_port_computes(case: GoldenCase, out: GoldenOutput, arr: np.ndarray) -> tuple[int, int, str] | None:
+    """(first row, end row, what) when ``arr`` holds fewer rows of an e2e per-position output than the
+    golden's N, in one of the forms a real port dumps (P = the case's prompt length):
+
+        logits rows P-1 .. N-1   [N-P+1, V]  a port that applies the LM head only where it samples
+        logits rows P-1 .. N-2   [N-P, V]    ... and, on the N - P schedule, never feeds position N-1
+        rows 0 .. N-2            [N-1, ...]  dec.in, dec.Lxx.out, dec.norm, logits of a port that never
+                                             feeds the last audio position (no token is sampled there)
+
+    None for any other shape (compare then reports a shape error)."""
+    params = case.manifest.get("params")
+    n_prompt = params.get("prompt_length") if isinstance(params, dict) else None
+    if (out.kind != "float" or not isinstance(n_prompt, int) or not _POSITION_ROWS.fullmatch(out.name)
+            or len(out.shape) < 1 or not 1 <= n_prompt < out.shape[0] or arr.ndim != len(out.shape)
+            or tuple(arr.shape[1:]) != out.shape[1:]):
         return None
-    ok = arr.ndim == len(out.shape) and tuple(arr.shape) == (out.shape[0] - (n_prompt - 1), *out.shape[1:])
-    return n_prompt - 1 if ok else None
+    n, got = out.shape[0], arr.shape[0]
+    if out.name == "logits" and got == n - (n_prompt - 1):
+        return n_prompt - 1, n, "no prompt rows"
+    if out.name == "logits" and got == n - n_prompt:
+        return n_prompt - 1, n - 1, "no prompt rows, no last position: the N - P schedule"
+    if got == n - 1:
+        return 0, n - 1, "no last position: the N - P schedule never feeds it"
+    return None
 
 
 def _compare_float(r: TensorResult, out: GoldenOutput, cand: np.ndarray, tol: Tolerance, rows: int | None = None,
@@ -337,7 +364,7 @@ def _compare_float(r: TensorResult, out: GoldenOutput, cand: np.ndarray, tol: To
     g = out.array()  # memory-mapped; the numbers are computed blockwise in float64
     if rows is not None:
         g = g[:rows]
-    g = g[first_row:]  # a candidate without the prompt rows (``_prompt_rows_skipped``)
+    g = g[first_row:]  # a candidate without the prompt rows (``_rows_a_port_computes``)
     nf = nonfinite_scan(cand, g)
     if nf is not None:
         idx = nf["first_index"]
@@ -437,12 +464,14 @@ def compare(golden: GoldenSet, candidate: dict, port_dtype: str = "float32", onl
             tol = out.tolerance[port_dtype]
             r.tolerance = {"port_dtype": port_dtype, "atol": tol.atol, "rtol": tol.rtol}
         want_float = out.kind == "float"
-        skip = _prompt_rows_skipped(case, out, arr)
-        if skip and is_float_dtype(arr.dtype):
-            # A port that applies the LM head only where it samples (rows P-1 .. N-1) is judged on those.
-            notes.append(f"{out.name} (case {case.name}): the candidate has rows {skip}..{out.shape[0] - 1} only"
-                         f" (no prompt rows); compared with the golden's rows {skip}..{out.shape[0] - 1}")
-            _compare_float(r, out, arr, out.tolerance[port_dtype], first_row=skip)
+        part = _rows_a_port_computes(case, out, arr)
+        if part and is_float_dtype(arr.dtype):
+            # A port that applies the LM head only where it samples (rows P-1 ..), or that never feeds the
+            # last audio position (the N - P schedule), is judged on the rows it computes.
+            first, end, what = part
+            notes.append(f"{out.name} (case {case.name}): the candidate has rows {first}..{end - 1} only ({what});"
+                         f" compared with the golden's rows {first}..{end - 1}")
+            _compare_float(r, out, arr, out.tolerance[port_dtype], rows=end, first_row=first)
             continue
         if tuple(arr.shape) != out.shape:
             r.status = SHAPE

@@ -4,7 +4,9 @@
     attach_diagnosis(report, golden, candidate)   # report.likely_mistakes: at most three, best first
 
 Generic on purpose: this module names no fault. For the first failing tensor of each case (a block case
-isolates a mistake; the end-to-end case shows where it enters the pipeline) it measures an ``Evidence``
+isolates a mistake; the end-to-end case shows where it enters the pipeline), and for every stage the
+stage-local view (``oracle.local_view``) finds adding more error than it may (where a mistake *is*, which
+after a slightly-off earlier stage is not where compare first diverges), it measures an ``Evidence``
 on the arrays, not on report prose, and hands it to every entry's ``score`` (``oracle.faults.Fault``),
 which answers (score in [0, 1], why) or None. An entry keeps its best answer over those tensors; the
 entries scoring at least ``MIN_SCORE`` are ranked by score, then key, and the first ``TOP`` reported.
@@ -51,6 +53,11 @@ class Evidence:
     golden_raw: np.ndarray | None = field(default=None, repr=False)  # the golden as stored (any status)
     candidate_raw: np.ndarray | None = field(default=None, repr=False)  # the candidate's tensor as given
     candidate_set: dict | None = field(default=None, repr=False)  # every candidate tensor, as given to compare
+    local: dict | None = None  # the stage-local row of this stage (report.local), when the view ran
+
+    def local_of(self, name: str) -> dict | None:
+        """The stage-local row of stage ``name`` in this case (None: not replayed)."""
+        return next((r for r in self.report.local if r["name"] == name and r["case"] == self.case), None)
 
     def status_of(self, name: str) -> str | None:
         """The compare status of the first tensor called ``name`` (None: not compared)."""
@@ -90,7 +97,8 @@ def measure(first: TensorResult, report: Report, golden, candidate: dict) -> Evi
     ev = Evidence(first.name, first.status, g_shape, tuple(cand.shape) if cand is not None else None,
                   case=first.case, report=report, golden_set=golden,
                   golden_raw=None if out is None else np.asarray(out.array()), candidate_raw=cand,
-                  candidate_set=candidate)
+                  candidate_set=candidate,
+                  local=next((r for r in report.local if r["name"] == first.name and r["case"] == first.case), None))
     if out is None or cand is None or first.status != FAIL or out.kind != "float" or cand.shape != g_shape:
         return ev
     g = np.asarray(out.array(), np.float64)
@@ -112,11 +120,23 @@ def first_failures(report: Report) -> list[TensorResult]:
     return firsts
 
 
+def suspects(report: Report) -> list[TensorResult]:
+    """Where to look: the first failing tensor of each case, then every stage the stage-local view finds
+    adding more error than it may (the one adding the most first), each once."""
+    out = first_failures(report)
+    local = sorted(report.local_failing, key=lambda r: r is not report.adds_most)
+    for r in local:
+        t = next((t for t in report.tensors if t.case == r["case"] and t.name == r["name"]), None)
+        if t is not None and t not in out:
+            out.append(t)
+    return out
+
+
 def diagnose(report: Report, golden, candidate: dict, catalogue: tuple[Fault, ...] = CATALOGUE) -> list[dict]:
     """Up to ``TOP`` catalogue entries whose signature the report matches, best first:
     [{"key", "title", "score", "evidence", "separate", "see"}]."""
     best: dict[str, tuple[float, str]] = {}
-    for first in first_failures(report):
+    for first in suspects(report):
         ev = measure(first, report, golden, candidate)
         for fault in catalogue:
             answer = fault.score(ev)
@@ -130,21 +150,38 @@ def diagnose(report: Report, golden, candidate: dict, catalogue: tuple[Fault, ..
 
 def no_entry_fits(report: Report, golden, candidate: dict) -> dict:
     """What to say when no catalogue entry matches: the evidence, not a wrong name."""
-    ev = measure(first_failures(report)[0], report, golden, candidate)
-    if ev.max_abs is not None:
+    most = report.adds_most
+    first = first_failures(report)
+    target = first[0] if first else None
+    if most is not None:  # the stage that adds the error, not where it first shows
+        target = next(t for t in report.tensors if t.case == most["case"] and t.name == most["name"])
+    ev = measure(target, report, golden, candidate)
+    if ev.local is not None and ev.local.get("local") is not None:
+        what = (f"max |candidate - replay| {ev.local['local']:.3g}" if ev.local["metric"] == "max_abs"
+                else f"{100 * ev.local['local']:.3g}% of elements beyond one {report.port_dtype} spacing")
+        form = ev.local.get("form") or {}
+        pattern = (f"this stage itself adds the error (replayed on the candidate's own {', '.join(ev.local['reads'])}:"
+                   f" {what}, {ev.local['local_pct']:.0f}% of its local tolerance"
+                   + (f"; worst at {ev.local['worst_index']}" if ev.local.get("worst_index") else "")
+                   + (f"; its error follows the {form['name']}, alpha {form['alpha']:.3f} ± {form['se']:.1g}"
+                      if form.get("follows") else "") + ")")
+        if ev.max_abs is not None:
+            pattern += f"; inherited max |diff| {ev.max_abs:.3g} against atol {ev.atol:.3g}, {ev.failing_rows} of {ev.rows} rows beyond it"
+    elif ev.max_abs is not None:
         pattern = (f"max |diff| {ev.max_abs:.3g} against atol {ev.atol:.3g}, {ev.failing_rows} of {ev.rows} rows"
                    f" beyond it, first at row {ev.first_row}")
     else:
         pattern = f"status {ev.status}, candidate shape {list(ev.candidate_shape) if ev.candidate_shape else None}" \
                   f" vs golden {list(ev.golden_shape)}"
     return {"key": None, "title": "no catalogue entry fits", "score": 0.0,
-            "detail": f"first failure {ev.case}/{ev.stage}: {pattern}; a mistake not in {CATALOGUE_DOC} yet"}
+            "detail": f"{'stage adding the most error' if most is not None else 'first failure'} {ev.case}/{ev.stage}: {pattern};"
+                      f" a mistake not in {CATALOGUE_DOC} yet"}
 
 
 def attach_diagnosis(report: Report, golden, candidate: dict, catalogue: tuple[Fault, ...] = CATALOGUE) -> Report:
     """Fill ``report.likely_mistakes`` from ``diagnose`` when something fails (what `compare` prints
     under "Likely mistakes"); returns the report."""
-    if report.failing:
+    if report.failing or report.local_failing:
         found = diagnose(report, golden, candidate, catalogue)
         report.likely_mistakes = [
             {"key": d["key"], "title": f"{d['key']} ({d['title']})", "score": d["score"],

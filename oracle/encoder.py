@@ -48,22 +48,33 @@ def conv_stem(mel: np.ndarray, w: ConvStemWeights, p: Precision, state: ConvStat
     ``act`` is the activation, the exact GELU by default; the fault catalogue passes another (a port's
     tanh approximation).
     """
-    act = act or gelu  # looked up per call (tests swap the module's GELU)
     n_mels, t = mel.shape
     de = w.w1.shape[0]
     assert w.w1.shape == (de, n_mels, CONV_KERNEL) and t % 2 == 0, (mel.shape, w.w1.shape)
     if state is None:
         state = ConvState.zeros(n_mels, de, mel.dtype)
-    # p.operand: the conv inputs as the kernel reads them (ggml's im2col writes F16 in a float16 port).
-    h1 = p.store(act(p.store(conv1d(p.operand(mel), w.w1, w.b1, stride=1, history=p.operand(state.mel_tail)))))  # [De, T]
+    h1 = stem_conv1(mel, w, p, state.mel_tail, act=act)  # [De, T]
     tap("enc.conv1.out", h1.T)
-    h2 = p.store(act(p.store(conv1d(p.operand(h1), w.w2, w.b2, stride=CONV_STRIDE,
-                                     history=p.operand(state.conv1_tail)))))  # [De, T/2]
+    h2 = stem_conv2(h1, w, p, state.conv1_tail, act=act)  # [De, T/2]
     out = np.ascontiguousarray(h2.T)  # [S, De]
     tap("enc.conv.out", out)
     mel_hist = np.concatenate([state.mel_tail, mel], axis=1)[:, -(CONV_KERNEL - 1):]
     h1_hist = np.concatenate([state.conv1_tail, h1], axis=1)[:, -(CONV_KERNEL - CONV_STRIDE):]
     return out, ConvState(mel_hist, h1_hist)
+
+
+def stem_conv1(mel: np.ndarray, w: ConvStemWeights, p: Precision, history: np.ndarray, act=None) -> np.ndarray:
+    """The stem's first conv + GELU: [M, T] mel with [M, 2] past frames -> [De, T]. Its own function so
+    that compare can replay this stage alone on a port's own mel (oracle.local)."""
+    act = act or gelu  # looked up per call (tests swap the module's GELU)
+    # p.operand: the conv inputs as the kernel reads them (ggml's im2col writes F16 in a float16 port).
+    return p.store(act(p.store(conv1d(p.operand(mel), w.w1, w.b1, stride=1, history=p.operand(history)))))
+
+
+def stem_conv2(h1: np.ndarray, w: ConvStemWeights, p: Precision, history: np.ndarray, act=None) -> np.ndarray:
+    """The stem's stride-2 conv + GELU: [De, T] with [De, 1] past frame -> [De, T/2]."""
+    act = act or gelu
+    return p.store(act(p.store(conv1d(p.operand(h1), w.w2, w.b2, stride=CONV_STRIDE, history=p.operand(history)))))
 
 
 def encoder_attention(n: np.ndarray, positions: np.ndarray, w: EncoderLayerWeights, cfg: EncoderConfig, p: Precision,

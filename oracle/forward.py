@@ -16,7 +16,7 @@ from .checkpoint import Arena, Checkpoint
 from .decoder import decoder_input, final_norm, lm_head, time_condition
 from .encoder import encoder_layer, encoder_norm
 from .precision import Precision
-from .taps import no_tap
+from .taps import StopForward, TapsUpTo, front_end_taps, no_tap
 from .variant import REFERENCE, Variant
 
 
@@ -41,6 +41,20 @@ def audio_embeddings(ckpt: Checkpoint, mel: np.ndarray, p: Precision, tap=no_tap
             progress(i + 1, cfg.encoder.n_layers, f"encoder layer {i}")
     x = encoder_norm(x, ckpt.encoder_norm(p), cfg.encoder, p, tap=tap)
     return adapter(x, ckpt.adapter(p), cfg.downsample_factor, p, tap=tap)
+
+
+def audio_embeddings_up_to(ckpt: Checkpoint, mel: np.ndarray, p: Precision, stop: str,
+                           variant: Variant = REFERENCE) -> dict[str, np.ndarray]:
+    """The e2e taps mel .. ``stop`` (a front-end tap, ``taps.front_end_taps``) of ``audio_embeddings``,
+    which stops right after ``stop``: nothing past it is computed. -> {tap name: array} in pipeline order."""
+    names = front_end_taps(ckpt.config)
+    names = names[: names.index(stop) + 1]
+    taps = TapsUpTo(names, stop)
+    try:
+        audio_embeddings(ckpt, mel, p, tap=taps, variant=variant)
+    except StopForward:
+        pass
+    return {k: taps[k] for k in names}
 
 
 def decode_positions(ckpt: Checkpoint, audio: np.ndarray, tokens: np.ndarray, delay_tokens: float, p: Precision,

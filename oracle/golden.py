@@ -10,6 +10,9 @@ dtype first, so a port fed the stored inputs is judged against exactly what they
     float32   \\  their deviation from float64, per output, is the measured error a float32 / bf16
     bf16      /  port should expect; tolerances = safety x that (golden/SPEC.md)
 
+e2e measures float32 as the envelope of honest float32 ports: the oracle's forward after each honest
+front end of ``oracle.mel_variants`` (``CaseSpec.envelope``).
+
 Shape legend: N positions, S encoder frames, T mel frames, D/De widths, H/K heads, Dh head dim, V vocab.
 """
 
@@ -36,14 +39,17 @@ from .decoder import (
 from .encoder import conv_stem, encoder_attention, encoder_layer, encoder_norm
 from .errors import OracleError
 from .fixpoint import first_mismatch, greedy_fixpoint
+from .front_end_case import front_end_only
 from .forward import audio_embeddings, decode_positions
 from .layer_major import Fed, Plan, feed_all, stream_teacher_forced
+from .local import e2e_stages
 from .layers import apply_rope, rms_norm, rope_angles, swiglu
 from .mel import log_mel
+from .mel_variants import HONEST as HONEST_MELS
 from .pipeline import Setup, offline_mel
 from .precision import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, Precision, bf16
 from .streaming import Model, StreamingSession, choose_resident, generate_offline, greedy_decode
-from .taps import Taps
+from .taps import Taps, e2e_tap_names
 from .variant import REFERENCE, Variant
 
 SAFETY = {"float32": 10.0, "bf16": 4.0, "float16": 4.0}
@@ -85,6 +91,7 @@ class Context:
     variant: Variant = REFERENCE  # a fault catalogue entry when producing a faulty candidate
     mel_floor: str = "global"  # "utterance" only for the per-utterance-max fault
     weights: str = "auto"  # float32/bf16 decoder weights: resident | streamed | auto (by available memory)
+    stop_after: str | None = None  # e2e: stop after this front-end tap (``taps.front_end_taps``): no decoder, no greedy
     # Models and results shared between cases (the float64 greedy tokens, the e2e forward), keyed by
     # what they depend on; a fault's Context (oracle.faults) starts with an empty one.
     _models: dict = field(default_factory=dict)
@@ -147,6 +154,10 @@ class CaseSpec:
     # (inputs, precision, golden outputs) -> the float outputs (and what prefix_of reads) of a float32/bf16
     # run, when they can be had cheaper than from ``run`` (which also generates that precision's tokens)
     tolerance_run: Callable[[dict, Precision, dict], dict[str, np.ndarray]] | None = None
+    # (inputs, p, golden) -> {honest implementation: outputs}: their envelope is p's measured error (SPEC.md)
+    envelope: Callable[[dict, Precision, dict], dict[str, dict[str, np.ndarray]] | None] | None = None
+    # the stages whose outputs get stage-local tolerances (oracle.local): e2e taps read from e2e taps
+    local_stages: Callable[[], list] | None = None
 
 
 # -- the cases ----------------------------------------------------------------------------------
@@ -337,12 +348,6 @@ def case_lm_head(ctx: Context) -> CaseSpec:
                     weights=[("embedding", None)], run=run)
 
 
-def _e2e_names(cfg) -> list[str]:
-    return (["mel", "enc.conv1.out", "enc.conv.out"] + [f"enc.L{i:02d}.out" for i in range(cfg.encoder.n_layers)]
-            + ["enc.out", "adapter.out", "dec.in", "dec.t_cond"] + [f"dec.L{i:02d}.out" for i in range(cfg.decoder.n_layers)]
-            + ["dec.norm", "logits"])
-
-
 def _margins(logits: np.ndarray) -> np.ndarray:
     top2 = np.sort(logits, axis=-1)[:, -2:]
     return top2[:, 1] - top2[:, 0]
@@ -373,7 +378,7 @@ def e2e_fixpoint(ctx: Context) -> dict:
     forward, one layer at a time, checks and is the e2e golden itself (oracle.fixpoint). The tokens are
     those of float64 step-by-step ``generate_offline`` (today's definition), in minutes at full size."""
     proto, cfg = ctx.setup.protocol, ctx.ckpt.config
-    names = _e2e_names(cfg)
+    names = e2e_tap_names(cfg)
     audio = ctx.audio.astype(np.float32).astype(np.float64)  # what the stored (float32) input holds
     mel64 = offline_mel(audio, proto, FLOAT64, quantize=False)
     enc_taps = Taps(*names)
@@ -407,14 +412,14 @@ def case_e2e(ctx: Context) -> CaseSpec:
         raise OracleError("the end-to-end cases need audio")
     proto, cfg = ctx.setup.protocol, ctx.ckpt.config
     n_prompt = len(proto.prompt)
-    names = _e2e_names(cfg)
+    names = e2e_tap_names(cfg)
 
     def inputs():
         """tokens_in = prompt + the float64 greedy tokens (teacher forcing), padded with PAD after an EOS."""
         return {"audio": ctx.audio, "tokens_in": ctx.shared("e2e", lambda: e2e_fixpoint(ctx))["fed"]}
 
-    def forward(i, p, resident=None):
-        mel = log_mel(proto.pad_offline(i["audio"]).astype(p.dtype), p.dtype, audio=cfg.audio, floor=ctx.mel_floor)
+    def forward(i, p, resident=None, mel_fn=log_mel):
+        mel = mel_fn(proto.pad_offline(i["audio"]).astype(p.dtype), p.dtype, audio=cfg.audio, floor=ctx.mel_floor)
         taps = Taps(*names)
         audio = audio_embeddings(ctx.ckpt, mel, p, tap=taps, variant=ctx.variant)
         # A faulty front end (fault catalogue) can give another number of positions than tokens_in has:
@@ -446,7 +451,17 @@ def case_e2e(ctx: Context) -> CaseSpec:
         ctx.shared(("e2e_forward", p.name), lambda: {"audio": i["audio"], "fed": i["tokens_in"], "logits": out["logits"]})
         return out
 
-    return CaseSpec(name="e2e", kind="e2e", description="offline pipeline: audio -> pad (32 tokens left; alignment + delay + 11 tokens right) "
+    def envelope(i, p, golden):
+        """float32: one chain per honest float32 front end (oracle.mel_variants.HONEST), the oracle's
+        forward after each; bf16 and float16 round far more than the front ends differ (SPEC.md)."""
+        if p.name != FLOAT32.name:
+            return None
+        model = ctx.model(p)
+        resident = model if model.keeps("dec_layer") and model.keeps("embedding") else None
+        return {name: tolerance_run(i, p, golden) if name == "numpy_fft" else
+                forward(i, p, resident=resident, mel_fn=fn)[0] for name, fn in HONEST_MELS.items()}
+
+    spec = CaseSpec(name="e2e", kind="e2e", description="offline pipeline: audio -> pad (32 tokens left; alignment + delay + 11 tokens right) "
                     "-> log-mel -> conv stem -> encoder -> adapter -> A[p] + Emb[tokens_in[p]] -> decoder -> logits "
                     "(teacher-forced on tokens_in = prompt + golden tokens); tokens = greedy generation (HF generate schedule)",
                     oracle_function="oracle.forward.forward, oracle.streaming.generate_offline",
@@ -456,7 +471,9 @@ def case_e2e(ctx: Context) -> CaseSpec:
                      "left_pad_samples": proto.left_pad_samples, "right_pad_samples": proto.right_pad_samples(len(ctx.audio)),
                      "prompt": [int(t) for t in proto.prompt]},
                     weights=[("all", None)], run=run, token_outputs=("tokens",), margins=margins,
-                    tolerance_run=tolerance_run)
+                    tolerance_run=tolerance_run, envelope=envelope,
+                    local_stages=lambda: e2e_stages(ctx.ckpt, proto.delay_tokens))
+    return spec if ctx.stop_after is None else front_end_only(spec, ctx)
 
 
 def stream_fixpoint(ctx: Context, audio: np.ndarray) -> dict:

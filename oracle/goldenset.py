@@ -64,6 +64,8 @@ class GoldenOutput:
     layout: str | None
     tolerance: dict[str, Tolerance]         # port dtype ("float32", "bf16") -> tolerance; {} for ints
     entry: TensorEntry = field(repr=False)
+    # e2e taps: {"reads": [input taps], "tolerance": {port dtype: {"metric", "limit", ...}}} (oracle.local)
+    local: dict | None = None
 
     def array(self) -> np.ndarray:
         return read_tensor(self.entry)
@@ -198,6 +200,39 @@ def _tolerances(path, spec, label: str) -> dict[str, Tolerance]:
     return out
 
 
+LOCAL_METRICS = ("max_abs", "beyond_fraction")
+
+
+def _local(path, spec, label: str, port_dtypes) -> dict | None:
+    """An output's stage-local tolerances (golden/SPEC.md, oracle.local), type-checked; None if absent."""
+    loc = spec.get("local")
+    if loc is None:
+        return None
+    lab = f"{label}.local"
+    if not isinstance(loc, dict):
+        raise _broken(path, f"{lab} must be an object")
+    reads = loc.get("reads")
+    if not isinstance(reads, list) or not reads or not all(isinstance(r, str) and r for r in reads):
+        raise _broken(path, f"{lab}.reads must be a non-empty list of tap names")
+    tol = loc.get("tolerance")
+    if not isinstance(tol, dict) or not tol:
+        raise _broken(path, f"{lab}.tolerance must be a non-empty object")
+    out = {}
+    for port, t in tol.items():
+        if port not in port_dtypes or not isinstance(t, dict):
+            raise _broken(path, f"{lab}.tolerance.{port}: not a port dtype ({', '.join(port_dtypes)}) with an object")
+        if t.get("metric") not in LOCAL_METRICS:
+            raise _broken(path, f"{lab}.tolerance.{port}.metric must be one of {', '.join(LOCAL_METRICS)}")
+        vals = {"metric": t["metric"]}
+        for key in ("limit", "measured", "floor", "safety"):
+            v = t.get(key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise _broken(path, f"{lab}.tolerance.{port}.{key} must be a finite number >= 0, got {json.dumps(v)}")
+            vals[key] = float(v)
+        out[port] = vals
+    return {"reads": list(reads), "tolerance": out}
+
+
 def _load_case(case_dir: Path, manifest_path: Path, expect_name: str | None) -> GoldenCase:
     m = _read_json(manifest_path)
     if not isinstance(m, dict):
@@ -246,13 +281,15 @@ def _load_case(case_dir: Path, manifest_path: Path, expect_name: str | None) -> 
             if entry.dtype not in FLOAT_DTYPES:
                 raise _broken(manifest_path, f"{label} is kind float but stored as {entry.dtype}")
             tol = _tolerances(manifest_path, spec, label)
+            local = _local(manifest_path, spec, label, PORT_DTYPES)
         else:
+            local = None
             if entry.dtype not in INT_DTYPES:
                 raise _broken(manifest_path, f"{label} is kind {okind} but stored as {entry.dtype} (expected I64)")
             tol = {}
         layout = spec.get("layout")
         outputs.append(GoldenOutput(name, tname, okind, tuple(entry.shape), entry.dtype,
-                                    layout if isinstance(layout, str) else None, tol, entry))
+                                    layout if isinstance(layout, str) else None, tol, entry, local))
     return GoldenCase(name, case_dir, kind, tuple(outputs), aux, m, inputs)
 
 

@@ -52,6 +52,14 @@ def gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + erf(x / np.sqrt(x.dtype.type(2.0))))
 
 
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """The tanh approximation 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))). NOT this model's GELU (exact erf,
+    above): it is what many ports write (antirez/voxtral.c ``voxtral_kernels.c``), so the fault catalogue
+    injects it and compare's stage-local view tests a port's error against it. |tanh − erf| ≤ 4.7e-4."""
+    c = x.dtype.type(np.sqrt(2.0 / np.pi))
+    return 0.5 * x * (1.0 + np.tanh(c * (x + x.dtype.type(0.044715) * x * x * x)))
+
+
 def silu(x: np.ndarray) -> np.ndarray:
     """x · σ(x) = x / (1 + exp(−x)), element-wise."""
     if KERNELS: return kernels.silu(x)  # fast: in place, one scratch array

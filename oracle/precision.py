@@ -61,6 +61,7 @@ class Precision:
     dtype: np.dtype  # compute dtype of activations and weights
     bf16_storage: bool  # round stored activations to bf16 (emulates vLLM's BF16 tensors)
     f16_operands: bool = False  # float16 weights and matmul/conv inputs (emulates ggml's F16 CPU kernels)
+    angles: str | None = None  # dtype of RoPE/time-embedding angles when not the compute dtype (exact replays)
 
     def weight(self, w: np.ndarray) -> np.ndarray:
         """A checkpoint tensor (BF16/F16/F32 on disk) in the compute dtype. BF16 -> float32/64 is exact."""
@@ -108,8 +109,9 @@ class Precision:
     @property
     def angle_dtype(self) -> np.dtype:
         """dtype of RoPE inv_freq/angles and time-embedding frequencies: float32 in the references
-        (MODEL.md §3.2, §5.3) unless we are in the float64 truth mode."""
-        return self.dtype
+        (MODEL.md §3.2, §5.3) unless we are in the float64 truth mode. A float64 replay of a bf16 or
+        float16 stage (oracle.local) keeps the port's float32 angles: they are its rounding points too."""
+        return np.dtype(self.angles) if self.angles else self.dtype
 
 
 def widen_into(out: np.ndarray, src: np.ndarray) -> None:

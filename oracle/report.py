@@ -81,6 +81,8 @@ class Report:
     only: list[str] | None = None
     n_cases: int = 0
     n_candidate: int = 0
+    # stage-local results (oracle.local_view.attach_local): dicts of oracle.local.LocalResult + "local_pct"
+    local: list = field(default_factory=list)
 
     # -- outcome -----------------------------------------------------------------------------
 
@@ -94,10 +96,40 @@ class Report:
         return next(iter(self.failing), None)
 
     @property
+    def local_failing(self) -> list[dict]:
+        """Stages that add more error than their local tolerance allows (pipeline order)."""
+        return [r for r in self.local if r["status"] == "FAIL"]
+
+    @property
+    def adds_most(self) -> dict | None:
+        """The locally failing stage that adds the most error, in % of its local tolerance (a stage that
+        follows a known wrong form, e.g. the tanh GELU, counts as at least 100%)."""
+        failing = self.local_failing
+        return max(failing, key=_local_weight) if failing else None
+
+    @property
+    def largest_jump(self) -> dict | None:
+        """The stage whose inherited % of tolerance grows most over its input tap's (only when something
+        fails: among passing stages the largest jump is noise)."""
+        if not (self.failing or self.local_failing):
+            return None
+        pct = {(r["case"], r["name"]): r.get("inherited_pct") for r in self.local}
+        pct.update({(t.case, t.name): t.tolerance_used_pct for t in self.tensors})
+        best, jump = None, 0.0
+        for r in self.local:
+            if r["reads"] and r["reads"][0].startswith("("):  # reads golden inputs only: no input tap to jump from
+                continue
+            here = r.get("inherited_pct")
+            before = max((pct.get((r["case"], src)) or 0.0) for src in r["reads"])
+            if here is not None and here - before > jump:
+                best, jump = r, here - before
+        return best
+
+    @property
     def exit_code(self) -> int:
         if any(t.structural for t in self.tensors):
             return 2
-        return 1 if self.failing else 0
+        return 1 if self.failing or self.local_failing else 0
 
     def _label(self, t: TensorResult) -> str:
         ambiguous = sum(1 for u in self.tensors if u.name == t.name) > 1
@@ -106,6 +138,12 @@ class Report:
     @property
     def verdict(self) -> str:
         failing = self.failing
+        most = self.adds_most
+        added = "" if most is None else f"; most error added at {_local_label(most)}"
+        if not failing and most is not None:
+            n = len(self.local_failing)
+            return (f"FAIL: every tensor is within tolerance, but {n} stage{'s' if n != 1 else ''} add{'s' if n == 1 else ''}"
+                    f" more error than a correct {self.port_dtype} stage{added}")
         if not failing:
             n = len(self.tensors)
             head = f"PASS: {n} tensor{'s' if n != 1 else ''} within tolerance"
@@ -128,7 +166,7 @@ class Report:
                 line += f" ({k} structural)"
         else:
             line += "no other tensor fails"
-        return line
+        return line + added
 
     # -- rendering ---------------------------------------------------------------------------
 
@@ -188,6 +226,31 @@ class Report:
                     lines.append(f"{who + ':':<10} {tk[f'context_{who}']}")
         return lines
 
+    LOCAL_HEADER = ["case", "stage", "reads", "inherited %tol", "local", "local %tol", "status", "flag"]
+
+    def _local_rows(self) -> list[list[str]]:
+        most, jump = self.adds_most, self.largest_jump
+        rows = []
+        for r in self.local:
+            flags = []
+            if most is r:
+                flags.append("<< adds the most")
+            if jump is r:
+                flags.append("^ largest jump")
+            if r.get("form") and r["form"]["follows"]:
+                flags.append(f"follows the {r['form']['name']} (alpha {r['form']['alpha']:.3f})")
+            local = "-" if r.get("local") is None else (fmt_num(r["local"]) if r["metric"] == "max_abs"
+                                                         else f"{fmt_num(100 * r['local'])}% beyond")
+            rows.append([r["case"], r["name"], ", ".join(r["reads"]),
+                         "-" if r.get("inherited_pct") is None else f"{fmt_num(r['inherited_pct'])}%",
+                         local, "-" if r.get("local_pct") is None else f"{fmt_num(r['local_pct'])}%",
+                         r["status"] if r["status"] != "skipped" else f"skipped: {r['why']}", "; ".join(flags)])
+        return rows
+
+    def _local_intro(self) -> str:
+        return (f"Where error is added (each stage replayed on the candidate's own input at {self.port_dtype}'s rounding"
+                f" points; local = {'max |candidate - replay|' if self.port_dtype == 'float32' else 'fraction of elements beyond one ' + self.port_dtype + ' spacing'})")
+
     def _all_notes(self) -> list[str]:
         return list(self.notes)
 
@@ -222,6 +285,13 @@ class Report:
             for t in details:
                 out.append(f"  {t.name} (case {t.case}): {t.status}")
                 out += [f"    {line}" for line in self._details(t)]
+        if self.local:
+            rows = [self.LOCAL_HEADER] + self._local_rows()
+            widths = [max(len(r[c]) for r in rows) for c in range(len(self.LOCAL_HEADER))]
+            out += ["", self._local_intro()]
+            for r in rows:
+                cells = [r[c].rjust(widths[c]) if c in (3, 4, 5) else r[c].ljust(widths[c]) for c in range(len(r))]
+                out.append("  " + "  ".join(cells).rstrip())
         notes = self._all_notes()
         if notes:
             out += ["", "Notes"] + [f"  - {n}" for n in notes]
@@ -255,6 +325,15 @@ class Report:
             for t in details:
                 out += ["", f"### `{t.name}` (case {_md(t.case)}): {t.status}", ""]
                 out += [f"- {_md(line)}" for line in self._details(t)]
+        if self.local:
+            out += ["", "## " + _md(self._local_intro()), "", "| " + " | ".join(self.LOCAL_HEADER) + " |",
+                    "|" + "|".join("---:" if c in (3, 4, 5) else "---" for c in range(len(self.LOCAL_HEADER))) + "|"]
+            for r in self._local_rows():
+                r = [_md(c) for c in r]
+                r[1] = f"`{r[1]}`"
+                if r[6] == "FAIL":
+                    r[6] = "**FAIL**"
+                out.append("| " + " | ".join(r) + " |")
         notes = self._all_notes()
         if notes:
             out += ["", "## Notes", ""] + [f"- {_md(n)}" for n in notes]
@@ -283,6 +362,7 @@ class Report:
             "extra": list(self.extra),
             "notes": list(self.notes),
             "likely_mistakes": list(self.likely_mistakes),
+            "local": [_encode(dict(r)) for r in self.local],
         }
 
     def to_json(self) -> str:
@@ -294,7 +374,8 @@ class Report:
             raise ValueError(f"not a compare report (schema {d.get('schema')!r})")
         tensors = [TensorResult(**_decode(t)) for t in d["tensors"]]
         return cls(d["golden"], d["candidate"], d["port_dtype"], tensors, list(d["notes"]), list(d["extra"]),
-                   list(d["likely_mistakes"]), d["only"], d["n_cases"], d["n_candidate"])
+                   list(d["likely_mistakes"]), d["only"], d["n_cases"], d["n_candidate"],
+                   [_decode(r) for r in d.get("local", [])])
 
     @classmethod
     def from_json(cls, text: str) -> "Report":
@@ -329,6 +410,17 @@ def _decode(t: dict) -> dict:
 
 
 # -- formatting helpers ----------------------------------------------------------------------------
+
+def _local_weight(r: dict) -> float:
+    pct = r.get("local_pct") or 0.0
+    return max(pct, 100.0) if r.get("form") and r["form"]["follows"] else pct
+
+
+def _local_label(r: dict) -> str:
+    if r.get("form") and r["form"]["follows"] and (r.get("local_pct") or 0.0) <= 100.0:
+        return f"{r['name']} (case {r['case']}): its error follows the {r['form']['name']} (alpha {r['form']['alpha']:.3f})"
+    return f"{r['name']} (case {r['case']}): local {fmt_num(r['local_pct'])}% of its local tolerance"
+
 
 def fmt_num(x) -> str:
     """Three significant digits; "-" for None."""

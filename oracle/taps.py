@@ -16,6 +16,8 @@ import fnmatch
 
 import numpy as np
 
+from .errors import OracleError
+
 
 class Taps:
     """Record arrays whose names match any of ``patterns`` (default: everything)."""
@@ -45,3 +47,45 @@ class Taps:
 
 def no_tap(name: str, x: np.ndarray, axis: int = 0) -> None:
     """The default tap: records nothing."""
+
+
+class StopForward(Exception):
+    """Raised by ``TapsUpTo`` once its last tap is recorded: the forward pass stops there (the caller
+    catches it). Not an error: a front-end golden (``golden --stop-after``) computes nothing past its stage."""
+
+
+class TapsUpTo(Taps):
+    """Records like ``Taps`` and stops the forward pass (``StopForward``) right after tap ``stop``: the
+    same functions as the full pass, no second copy of the math, and nothing computed past the stage."""
+
+    def __init__(self, names, stop: str):
+        super().__init__(*names)
+        self.stop = stop
+
+    def __call__(self, name: str, x: np.ndarray, axis: int = 0) -> None:
+        super().__call__(name, x, axis)
+        if name == self.stop:
+            raise StopForward
+
+
+def e2e_tap_names(cfg) -> list[str]:
+    """The taps the e2e golden case stores, in pipeline order (cfg: a ``ModelConfig``)."""
+    return (["mel", "enc.conv1.out", "enc.conv.out"] + [f"enc.L{i:02d}.out" for i in range(cfg.encoder.n_layers)]
+            + ["enc.out", "adapter.out", "dec.in", "dec.t_cond"] + [f"dec.L{i:02d}.out" for i in range(cfg.decoder.n_layers)]
+            + ["dec.norm", "logits"])
+
+
+def front_end_taps(cfg) -> list[str]:
+    """The e2e taps a front-end golden may stop after (``golden --stop-after``): mel .. adapter.out. The
+    decoder taps need ``tokens_in``, i.e. the float64 greedy tokens, which is the cost stopping avoids."""
+    names = e2e_tap_names(cfg)
+    return names[: names.index("adapter.out") + 1]
+
+
+def check_stop_after(cfg, stage: str | None) -> None:
+    """A usage error (one line listing the valid stages) unless ``stage`` is None or one of them."""
+    stages = front_end_taps(cfg)
+    if stage is not None and stage not in stages:
+        layers = [s for s in stages if s.startswith("enc.L")]
+        shown = stages if len(layers) <= 2 else (stages[:3] + [f"{layers[0]} .. {layers[-1]}"] + stages[-2:])
+        raise OracleError(f"--stop-after {stage}: not an e2e front-end tap of this checkpoint; choose from {', '.join(shown)}")

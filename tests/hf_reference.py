@@ -1,10 +1,11 @@
 """transformers 5.23.0 as the reference the oracle is proven against (MODEL.md §8, §9).
 
-Three helpers, used by tests/test_conformance.py:
+Three helpers, used by tests/test_conformance.py (and benchmarks/transformers_f32_stages.py):
 
     build_hf_model(ckpt, dtype)        VoxtralRealtimeForConditionalGeneration (eager attention) whose
                                        weights come from a Mistral-layout checkpoint through the
                                        project's own name table ``oracle.weights.TENSORS``
+                                       (``low_memory=True``: tensor by tensor, for the full size)
     lift_to_float64(model)             context manager: the places where ``model.double()`` still
                                        computes in float32 are made float64 for its duration
     hf_intermediates(model, mel, ids, delay_tokens)
@@ -37,6 +38,21 @@ def _open(source: str | Path | Checkpoint) -> Checkpoint:
     return source if isinstance(source, Checkpoint) else open_checkpoint(source)
 
 
+def hf_tensors(ckpt: Checkpoint, dtype: torch.dtype, *, rope_permute: bool = True):
+    """(HF name, tensor) for every row of ``TENSORS``, one tensor at a time (see ``hf_state_dict``)."""
+    assert ckpt.layout == "mistral", f"build the HF model from a Mistral-layout checkpoint, got {ckpt.layout}"
+    cfg = ckpt.config
+    for spec in TENSORS:
+        count = n_layers(spec.group, cfg)
+        for i in range(count) if count is not None else [None]:
+            mistral, hf = spec.names(i)
+            w = np.asarray(ckpt.raw(mistral)).astype(np.float32)  # BF16 -> f32 is exact
+            assert w.shape == spec.shape(cfg), (mistral, w.shape, spec.shape(cfg))
+            if spec.rope is not None and rope_permute:
+                w = permute_rows(w, *spec.rope(cfg))
+            yield hf, torch.from_numpy(np.ascontiguousarray(w)).to(dtype)
+
+
 def hf_state_dict(ckpt: Checkpoint, dtype: torch.dtype, *, rope_permute: bool = True) -> dict[str, torch.Tensor]:
     """The HF 5.23 in-memory state dict, built from a Mistral-layout checkpoint via ``TENSORS``.
 
@@ -46,31 +62,24 @@ def hf_state_dict(ckpt: Checkpoint, dtype: torch.dtype, *, rope_permute: bool = 
     file it under the HF name. ``lm_head.weight`` is the embedding tensor itself (tied).
     ``rope_permute=False`` skips the permutation: only for the negative-control test.
     """
-    assert ckpt.layout == "mistral", f"build the HF model from a Mistral-layout checkpoint, got {ckpt.layout}"
-    cfg = ckpt.config
     out: dict[str, torch.Tensor] = {}
-    for spec in TENSORS:
-        count = n_layers(spec.group, cfg)
-        for i in range(count) if count is not None else [None]:
-            mistral, hf = spec.names(i)
-            w = np.asarray(ckpt.raw(mistral)).astype(np.float32)  # BF16 -> f32 is exact
-            assert w.shape == spec.shape(cfg), (mistral, w.shape, spec.shape(cfg))
-            if spec.rope is not None and rope_permute:
-                w = permute_rows(w, *spec.rope(cfg))
-            assert hf not in out, f"two table rows map to {hf}"
-            out[hf] = torch.from_numpy(np.ascontiguousarray(w)).to(dtype)
+    for hf, t in hf_tensors(ckpt, dtype, rope_permute=rope_permute):
+        assert hf not in out, f"two table rows map to {hf}"
+        out[hf] = t
     out["lm_head.weight"] = out["model.language_model.embed_tokens.weight"]
     return out
 
 
 def build_hf_model(source: str | Path | Checkpoint, dtype: torch.dtype = torch.float32, *,
-                   rope_permute: bool = True) -> VoxtralRealtimeForConditionalGeneration:
+                   rope_permute: bool = True, low_memory: bool = False) -> VoxtralRealtimeForConditionalGeneration:
     """``VoxtralRealtimeForConditionalGeneration(VoxtralRealtimeConfig(**cfg.to_hf_config()))`` with
     eager attention, in ``dtype`` (``model.to(dtype)``: for float64 that is stock ``model.double()``;
     use ``lift_to_float64`` for a pure float64 reference), weights from the checkpoint.
 
     Loading is ``load_state_dict(strict=True)``: a module parameter the table does not fill, or a
     table name the module tree does not have, raises, so this also tests the name mapping.
+    ``low_memory`` (full size: 4 bytes x 4.4e9 parameters once, not twice): no random init, and each
+    tensor copied into its parameter as it is read; every parameter must be filled exactly once.
     """
     import transformers
 
@@ -79,11 +88,27 @@ def build_hf_model(source: str | Path | Checkpoint, dtype: torch.dtype = torch.f
     config = VoxtralRealtimeConfig(**ckpt.config.to_hf_config())
     config._attn_implementation = "eager"
     torch.manual_seed(0)  # the random init is overwritten entirely; seeded anyway
-    model = VoxtralRealtimeForConditionalGeneration(config)
+    if low_memory:
+        from transformers.initialization import no_init_weights
+
+        with no_init_weights():
+            model = VoxtralRealtimeForConditionalGeneration(config)
+        model.tie_weights()  # done by the weight init that no_init_weights skips
+    else:
+        model = VoxtralRealtimeForConditionalGeneration(config)
     model.set_attn_implementation("eager")
     model.to(dtype)
-    state = hf_state_dict(ckpt, dtype, rope_permute=rope_permute)
-    model.load_state_dict(state, strict=True)
+    if low_memory:
+        params, filled = dict(model.named_parameters(remove_duplicate=False)), set()
+        for hf, t in hf_tensors(ckpt, dtype, rope_permute=rope_permute):
+            assert hf in params and hf not in filled, f"{hf}: not a parameter, or filled twice"
+            with torch.no_grad():
+                params[hf].copy_(t)
+            filled.add(hf)
+        missing = set(params) - filled - {"lm_head.weight"}
+        assert not missing, f"parameters the table does not fill: {sorted(missing)}"
+    else:
+        model.load_state_dict(hf_state_dict(ckpt, dtype, rope_permute=rope_permute), strict=True)
     emb = model.model.language_model.embed_tokens.weight
     assert model.lm_head.weight.data_ptr() == emb.data_ptr(), "lm_head is not tied to the embedding"
     for sub in (model.config, model.model.audio_tower.config, model.model.language_model.config):

@@ -804,5 +804,73 @@ def test_logits_without_the_prompt_rows_are_compared_on_the_rows_a_port_computes
     bad[5, 7] += 1.0
     r = compare(golden, {"logits": bad}, only=["e2e/logits"])
     assert r.exit_code == 1 and r.tensors[0].metrics["max_abs_index"][0] == 5
-    r = compare(golden, {"logits": full[p:]}, only=["e2e/logits"])  # one row short of that: a shape error
+    r = compare(golden, {"logits": full[p + 1:]}, only=["e2e/logits"])  # fewer than P-1 .. N-2: a shape error
     assert r.exit_code == 2
+
+
+def _tiny_e2e():
+    from oracle.goldenset import load_golden as load
+
+    golden = load(Path(__file__).parents[1] / "golden" / "tiny_goldens")
+    e2e = next(c for c in golden.cases if c.name == "e2e")
+    return golden, e2e, e2e.manifest["params"]["prompt_length"]
+
+
+@pytest.mark.parametrize("name", ["dec.in", "dec.L00.out", "dec.L01.out", "dec.norm", "logits"])
+def test_decoder_taps_without_the_last_position_are_compared_on_rows_0_to_n_minus_2(name):
+    """A port on the N - P schedule never feeds position N-1: its decoder taps have N-1 rows, compared with
+    the golden's rows 0 .. N-2 with a note; a wrong value there still fails at its own row; N-2 rows do not."""
+    golden, e2e, _ = _tiny_e2e()
+    full = np.asarray(e2e.output(name).array())
+    n = full.shape[0]
+    r = compare(golden, {name: full[:-1].astype(np.float32)}, only=[f"e2e/{name}"])
+    assert r.exit_code == 0, r.text()
+    assert any(f"{name} (case e2e): the candidate has rows 0..{n - 2} only" in x for x in r.notes), r.notes
+    bad = full[:-1].copy()
+    bad[n - 2, 3] += 1.0
+    r = compare(golden, {name: bad}, only=[f"e2e/{name}"])
+    assert r.exit_code == 1 and r.tensors[0].metrics["max_abs_index"][0] == n - 2
+    r = compare(golden, {name: full[:-2]}, only=[f"e2e/{name}"])
+    assert r.exit_code == 2 and r.tensors[0].status == "SHAPE"
+
+
+def test_logits_of_the_sampled_rows_on_the_n_minus_p_schedule():
+    """logits rows P-1 .. N-2 ([N-P, V]: the rows a port samples from, without the never-fed last position)
+    are compared with the golden's same rows; the row numbers in the report count from row P-1."""
+    golden, e2e, p = _tiny_e2e()
+    full = np.asarray(e2e.output("logits").array())
+    n = full.shape[0]
+    cand = full[p - 1:n - 1].copy()
+    r = compare(golden, {"logits": cand}, only=["e2e/logits"])
+    assert r.exit_code == 0, r.text()
+    assert any(f"rows {p - 1}..{n - 2} only (no prompt rows, no last position" in x for x in r.notes), r.notes
+    cand[-1, 0] += 1.0  # golden row N-2, the last one compared
+    r = compare(golden, {"logits": cand}, only=["e2e/logits"])
+    assert r.exit_code == 1 and r.tensors[0].metrics["max_abs_index"][0] == n - p - 1
+
+
+def test_fewer_rows_only_for_the_e2e_per_position_outputs():
+    """enc.out or adapter.out with one row short is a shape error: the rule is for decoder positions only."""
+    golden, e2e, _ = _tiny_e2e()
+    for name in ("adapter.out", "enc.out"):
+        full = np.asarray(e2e.output(name).array())
+        r = compare(golden, {name: full[:-1]}, only=[f"e2e/{name}"])
+        assert r.exit_code == 2 and r.tensors[0].status == "SHAPE", name
+
+
+def test_a_whole_e2e_dump_on_the_n_minus_p_schedule_passes():
+    """What voxtral.c dumps after its N - P fix: every decoder tap with N-1 rows and logits rows P-1 .. N-2,
+    from the oracle's own float32 replay: it passes, with one note per shortened tensor."""
+    from oracle_tools.reference_forward import replay_set
+
+    root = Path(__file__).parents[1] / "golden" / "tiny_goldens"
+    golden, e2e, p = _tiny_e2e()
+    cand = replay_set(root, "e2e", "float32")
+    short = [k for k in cand if re.fullmatch(r"dec\.in|dec\.L\d+\.out|dec\.norm", k)]
+    assert len(short) == 4
+    for k in short:
+        cand[k] = cand[k][:-1]
+    cand["logits"] = cand["logits"][p - 1:-1]
+    r = compare(golden, cand, only=["e2e/*"])
+    assert r.exit_code == 0, r.text()
+    assert sum("the candidate has rows" in n for n in r.notes) == 5, r.notes

@@ -144,9 +144,11 @@ tanh_gelu = gelu_tanh  # the catalogue's tanh GELU (oracle.faults): one formula
 
 def test_tanh_gelu_shows_at_the_gelu_stages(golden, blocks16, monkeypatch):
     """tanh − erf is at most 4.7e-4 (at |x| = 2.70), the same size as float16's own rounding at the GELU
-    stages (~5e-4 at the conv stem): a max-|diff| float16 tolerance cannot fail it without failing honest
-    float16 ports. What holds: float32 tolerances fail it at the first GELU stage, and under float16 it
-    takes about twice the tolerance the honest float16 run takes at the GELU stages, nowhere else."""
+    stages (~5e-4 at the conv stem): a max-|diff| float16 tolerance on a tap cannot fail it without failing
+    honest float16 ports. What holds here: float32 tolerances fail it at the first GELU stage, and under
+    float16 it takes about twice the tolerance the honest float16 run takes at the GELU stages, nowhere
+    else. What fails it under float16, at its own stage: the stage-local view of an e2e dump
+    (tests/test_local.py::test_tanh_gelu_fails_locally_at_the_gelu_stages)."""
     for mod in (oracle.encoder, oracle.adapter, oracle.layers):
         monkeypatch.setattr(mod, "gelu", tanh_gelu)
     only = [f"{c}/*" for c in GELU_BLOCKS.split(",")]
@@ -178,7 +180,8 @@ def test_float32_dft_angle_fails_float16_at_the_mel(golden, monkeypatch):
     bad = mel_mod.log_mel(setup.protocol.pad_offline(audio).astype(np.float32), np.float32)
     assert compare(golden, {"mel": honest}, port_dtype="float16", only=["e2e/mel"]).exit_code == 0
     report = compare(golden, {"mel": bad}, port_dtype="float16", only=["e2e/mel"])
-    assert report.exit_code == 1 and stage_usage(report)["mel"] > 500, report.text()
+    # float16's mel tolerance is float32's (its floor), 10x the honest float32 front ends' envelope: ~4x here
+    assert report.exit_code == 1 and stage_usage(report)["mel"] > 200, report.text()
 
 
 # -- float16's range ---------------------------------------------------------------------------

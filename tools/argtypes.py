@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 
 def _int(text: str) -> int:
@@ -55,3 +56,14 @@ def name_list(text: str) -> str:
     if not text.strip() or not all(items):
         raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
     return ",".join(items)
+
+
+_FRONT_END_STAGES = "mel, enc.conv1.out, enc.conv.out, enc.L00.out .. enc.LNN.out (one per encoder layer), enc.out, adapter.out"
+
+
+def front_end_stage(text: str) -> str:
+    """An e2e front-end tap (``golden --stop-after``). The layer number is checked against the checkpoint
+    once it is loaded (oracle.taps.check_stop_after); here, the form."""
+    if text in ("mel", "enc.conv1.out", "enc.conv.out", "enc.out", "adapter.out") or re.fullmatch(r"enc\.L\d{2,}\.out", text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not an e2e front-end tap: choose from {_FRONT_END_STAGES}")

@@ -75,7 +75,9 @@ def replay_set(golden: Path, components: str, precision: str, checkpoint: str | 
             continue
         inputs = {k: np.asarray(v) for k, v in case.read_inputs().items()}
         audio = inputs["audio"].astype(np.float64) if "audio" in inputs else None
-        ctx = Context(setup, audio, prov["seed"], prov["framing"])
+        params = case.manifest.get("params") if isinstance(case.manifest.get("params"), dict) else {}
+        stop = params.get("stop_after") if case.kind == "e2e" else None  # a front-end golden (golden --stop-after)
+        ctx = Context(setup, audio, prov["seed"], prov["framing"], stop_after=stop if isinstance(stop, str) else None)
         out.update(replay(ctx, case.name, inputs, p))
     return out
 
