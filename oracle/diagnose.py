@@ -52,6 +52,7 @@ class Evidence:
     golden_set: Any = field(default=None, repr=False)
     golden_raw: np.ndarray | None = field(default=None, repr=False)  # the golden as stored (any status)
     candidate_raw: np.ndarray | None = field(default=None, repr=False)  # the candidate's tensor as given
+    candidate_set: dict | None = field(default=None, repr=False)  # every candidate tensor, as given to compare
     local: dict | None = None  # the stage-local row of this stage (report.local), when the view ran
 
     def local_of(self, name: str) -> dict | None:
@@ -76,6 +77,12 @@ class Evidence:
                 return params[key]
         return None
 
+    def candidate_output(self, name: str) -> np.ndarray | None:
+        """The candidate's tensor compared as ``name`` (the first of that name), in float64; None if absent."""
+        t = next((t for t in self.report.tensors if t.name == name), None)
+        a = None if t is None or self.candidate_set is None else self.candidate_set.get(t.candidate_key or t.name)
+        return None if a is None else np.asarray(a, np.float64)
+
     def golden_output(self, name: str) -> np.ndarray | None:
         """Another golden output of the same case, in float64 (None if the case has none of that name)."""
         out = next((o for _, o in self.golden_set.outputs() if o.name == name and o.case == self.case), None)
@@ -90,6 +97,7 @@ def measure(first: TensorResult, report: Report, golden, candidate: dict) -> Evi
     ev = Evidence(first.name, first.status, g_shape, tuple(cand.shape) if cand is not None else None,
                   case=first.case, report=report, golden_set=golden,
                   golden_raw=None if out is None else np.asarray(out.array()), candidate_raw=cand,
+                  candidate_set=candidate,
                   local=next((r for r in report.local if r["name"] == first.name and r["case"] == first.case), None))
     if out is None or cand is None or first.status != FAIL or out.kind != "float" or cand.shape != g_shape:
         return ev

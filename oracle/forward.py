@@ -13,7 +13,7 @@ import numpy as np
 
 from .adapter import adapter
 from .checkpoint import Arena, Checkpoint
-from .decoder import decoder_input, final_norm, layer_ada_scale, lm_head, time_condition
+from .decoder import decoder_input, final_norm, lm_head, time_condition
 from .encoder import encoder_layer, encoder_norm
 from .precision import Precision
 from .taps import StopForward, TapsUpTo, front_end_taps, no_tap
@@ -77,7 +77,7 @@ def decode_positions(ckpt: Checkpoint, audio: np.ndarray, tokens: np.ndarray, de
         elif resident is None:
             ckpt.prefetch("embedding", None)  # the LM head reads it next
         w = ckpt.decoder_layer(i, p, arena) if resident is None else resident.decoder_layer(i)
-        x, _ = variant.decoder_layer(x, positions, w, layer_ada_scale(t_cond, w, p), cfg, p, tap=tap,
+        x, _ = variant.decoder_layer(x, positions, w, variant.ada_scale(t_cond, w, p), cfg, p, tap=tap,
                                      name=f"dec.L{i:02d}")
         if progress:
             progress(i + 1, cfg.n_layers, f"decoder layer {i}")

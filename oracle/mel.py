@@ -168,7 +168,7 @@ def fft_power(windowed: np.ndarray) -> np.ndarray:
 
 def stft_power(x: np.ndarray, dtype=np.float64, center: bool = True, *,
                audio: AudioConfig = REFERENCE_AUDIO, window: np.ndarray | None = None,
-               power_of=fft_power) -> np.ndarray:
+               power_of=fft_power, center_pad: int | None = None) -> np.ndarray:
     """Power spectrogram |X|^2 of the 400-point, hop-160, periodic-Hann STFT.  [L] -> [F, T]
 
     center=True (offline): pad 200 reflected samples on each side (torch.stft center=True,
@@ -185,7 +185,9 @@ def stft_power(x: np.ndarray, dtype=np.float64, center: bool = True, *,
     ``window`` ([N], default ``hann_window(n_fft, dtype)``) and ``power_of`` (windowed frames [T, N] ->
     power [T, F], default ``fft_power``) let ``oracle.mel_variants`` swap in another honest (or
     mistaken) way to build the window or transform the frames; framing, centring and the dropped last
-    frame stay here, once.
+    frame stay here, once. ``center_pad`` (default n_fft/2, the reference) is the reflect padding of the
+    centred STFT; a port that pads (n_fft − hop)/2 = 120 gets floor(L/160) frames with nothing dropped,
+    each centred 80 samples late (a real mistake, ``oracle.mel_variants.stft_pad_120``).
     """
     dtype = _check_dtype(dtype)
     x = np.asarray(x)
@@ -194,13 +196,14 @@ def stft_power(x: np.ndarray, dtype=np.float64, center: bool = True, *,
     x = x.astype(dtype, copy=False)
     L = x.shape[0]
     n_fft, hop = audio.window_size, audio.hop_length
+    pad = n_fft // 2 if center_pad is None else center_pad
     if center:
-        if L <= n_fft // 2:
+        if L <= pad:
             raise OracleError(
                 f"mel: a signal of {L} samples is too short for the centred STFT "
-                f"(reflect padding of {n_fft // 2} needs at least {n_fft // 2 + 1} samples)"
+                f"(reflect padding of {pad} needs at least {pad + 1} samples)"
             )
-        x = np.pad(x, n_fft // 2, mode="reflect")  # [L + 400]; torch's reflect excludes the edge sample
+        x = np.pad(x, pad, mode="reflect")  # [L + 2 pad]; torch's reflect excludes the edge sample
     elif L < n_fft:
         raise OracleError(f"mel: a window of {L} samples holds no full {n_fft}-sample STFT frame")
     if window is None:
@@ -213,7 +216,7 @@ def stft_power(x: np.ndarray, dtype=np.float64, center: bool = True, *,
         # a float64 FFT and rounds the power once to float32. All later steps are float32 either way.
         power = power.astype(dtype)
     if center:
-        power = power[:, :-1]  # drop the last frame: T = floor(L/160)
+        power = power[:, :n_mel_frames(L, audio)]  # T = floor(L/160): pad 200 gives one more, dropped
     assert power.dtype == dtype, f"mel: FFT left the working dtype ({power.dtype} != {dtype})"
     assert power.shape == (freq_bins(audio), n_mel_frames(L, audio) if center else 1 + (L - n_fft) // hop)
     return power

@@ -25,6 +25,13 @@ Mistaken (seen in a real port, antirez/voxtral.c voxtral_audio.c):
                            error grows with k n), window and bank as in dft_tables_f64
     dft_angle_f32_tables_f32   the same with the window and bank also built in float32 (voxtral.c as
                            shipped)
+
+Mistaken, any dtype (the fault catalogue's other front ends, oracle.faults; not in MISTAKES, whose
+members are float32 pipelines the float32 tolerance is measured against):
+    stft_pad_120           centred STFT padded (n_fft - hop)/2 = 120 instead of n_fft/2, no frame dropped
+                           (TrevorS/voxtral-mini-realtime-rs src/audio/mel.rs at 1efe5f8)
+    mel_upper_clamp        Whisper's clamp of the normalised log-mel to [-1, 1] (same file and commit)
+    peak_normalize         the audio scaled to peak 0.95 before the mel (same repository, 780fa3b)
 """
 
 from __future__ import annotations
@@ -121,3 +128,37 @@ dft_angle_f32_tables_f32 = _variant("float32", False, "float32",
 
 HONEST = {"numpy_fft": numpy_fft, "dft_tables_f64": dft_tables_f64, "dft_tables_f32": dft_tables_f32}
 MISTAKES = {"dft_angle_f32": dft_angle_f32, "dft_angle_f32_tables_f32": dft_angle_f32_tables_f32}
+
+
+def stft_pad_120(x: np.ndarray, dtype=np.float64, *, center: bool = True,
+                 audio: AudioConfig = REFERENCE_AUDIO, floor: str = "global") -> np.ndarray:
+    """MISTAKE: reflect padding (n_fft - hop)/2 instead of n_fft/2 and no frame dropped: the same
+    floor(L/160) frames, each centred 80 samples (half a hop) late.  [L] -> [M, T]"""
+    pad = (audio.window_size - audio.hop_length) // 2
+    power = stft_power(x, dtype, center=center, audio=audio, center_pad=pad if center else None)  # [F, T]
+    return normalize_log_mel(apply_mel(power, audio=audio), global_log_mel_max=audio.global_log_mel_max, floor=floor)
+
+
+def mel_upper_clamp(x: np.ndarray, dtype=np.float64, *, center: bool = True,
+                    audio: AudioConfig = REFERENCE_AUDIO, floor: str = "global") -> np.ndarray:
+    """MISTAKE: the normalised log-mel clamped to at most 1.0 (Whisper's [-1, 1]); the model clamps only
+    from below (MODEL.md §2.2).  [L] -> [M, T]"""
+    out = log_mel(x, dtype, center=center, audio=audio, floor=floor)
+    return np.minimum(out, out.dtype.type(1.0))
+
+
+def peak_normalize(x: np.ndarray, dtype=np.float64, *, center: bool = True,
+                   audio: AudioConfig = REFERENCE_AUDIO, floor: str = "global") -> np.ndarray:
+    """MISTAKE: the waveform scaled to peak 0.95 before the mel (the model reads it as it is): every
+    element above the floor moves by the constant log10(s)/2, s = 0.95 / peak.  [L] -> [M, T]"""
+    peak = float(np.abs(x).max())
+    return log_mel(x * (0.95 / peak) if peak > 0 else x, dtype, center=center, audio=audio, floor=floor)
+
+
+def as_port_front_end(variant: Callable) -> Callable:
+    """A float32-only variant as a front end of any dtype: the port computes its mel in float32 and the
+    pipeline reads it in its own dtype (a float32 front end feeding a float64 trace).  [L] -> [M, T]"""
+    def front_end(x: np.ndarray, dtype=np.float64, **kw) -> np.ndarray:
+        return variant(np.asarray(x).astype(F32), F32, **kw).astype(dtype)
+    front_end.__doc__ = variant.__doc__
+    return front_end

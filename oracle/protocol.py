@@ -47,6 +47,8 @@ class Protocol:
     # wrong keeps the three delay-dependent values (prompt, right pad, t) out of step.
     prompt_pad_delta: int = 0  # -1: the 38-token prompt (MODEL.md §11.9)
     t_delta: int = 0  # t_cond built from n_delay + t_delta (MODEL.md §11.7: t from the wrong delay)
+    left_pad_delta: int = 0  # tokens of left-pad silence beyond left_pad_tokens; the prompt keeps its length
+    extra_steps: int = 0  # greedy steps beyond N − P: 1 feeds A[N−1], more feed zero audio past the end
 
     @property
     def prompt(self) -> np.ndarray:
@@ -66,7 +68,7 @@ class Protocol:
 
     @property
     def left_pad_samples(self) -> int:
-        return self.left_pad_tokens * self.samples_per_token
+        return (self.left_pad_tokens + self.left_pad_delta) * self.samples_per_token
 
     def right_pad_samples(self, n_samples: int | None) -> int:
         """Offline (n_samples given): align to a whole token, then the right pad. Online (None): the pad alone."""

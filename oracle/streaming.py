@@ -33,7 +33,7 @@ import numpy as np
 from .adapter import adapter
 from .cache import KV
 from .checkpoint import Arena, Checkpoint
-from .decoder import decoder_input, final_norm, layer_ada_scale, lm_head, time_condition
+from .decoder import decoder_input, final_norm, lm_head, time_condition
 from .encoder import ConvState, encoder_layer, encoder_norm
 from .errors import OracleError
 from .forward import audio_embeddings
@@ -129,7 +129,7 @@ class Model:
 
     def ada_scale(self, i, t_cond):
         return self._get("ada", ("ada", self.p.name, i, t_cond.tobytes()),
-                         lambda arena: layer_ada_scale(t_cond, self.decoder_layer(i), self.p), small=True)
+                         lambda arena: self.variant.ada_scale(t_cond, self.decoder_layer(i), self.p), small=True)
 
     def embedding_rows(self, rows):
         """Token rows of the embedding (also the tied head). Resident: the table converted once (1.6 GB in
@@ -232,16 +232,19 @@ def greedy_decode(model: Model, audio: np.ndarray, proto: Protocol, forced=(), t
     n, n_prompt = audio.shape[0], len(prompt)
     if n <= n_prompt - 1:
         raise OracleError(f"audio gives {n} positions, fewer than the {n_prompt}-token prompt")
-    assert len(forced) <= n - n_prompt and proto.eos not in forced[:-1], (len(forced), n - n_prompt)
-    if forced and (forced[-1] == proto.eos or len(forced) == n - n_prompt):
+    steps = n - n_prompt + proto.extra_steps  # N − P (the model); more only for a fault (Protocol.extra_steps)
+    assert len(forced) <= steps and proto.eos not in forced[:-1], (len(forced), steps)
+    if forced and (forced[-1] == proto.eos or len(forced) == steps):
         return forced  # nothing left to generate
     t_cond = time_condition(proto.t, model.config.decoder, model.p, tap=tap)
     first = np.concatenate([prompt, np.array(forced, dtype=np.int64)])
     logits, state = decoder_step(model, audio[:len(first)], first, t_cond, DecoderState.start(model), tap=tap)
     out = forced + [greedy(logits[-1])]
-    while state.position < n - 1 and out[-1] != proto.eos:
+    while state.position < n_prompt - 1 + steps and out[-1] != proto.eos:
         pos = state.position
-        logits, state = decoder_step(model, audio[pos:pos + 1], np.array([out[-1]]), t_cond, state, tap=tap)
+        # past the audio (a fault only) a port feeds a zero embedding: the token's alone
+        a = audio[pos:pos + 1] if pos < n else np.zeros((1, audio.shape[1]), audio.dtype)
+        logits, state = decoder_step(model, a, np.array([out[-1]]), t_cond, state, tap=tap)
         out.append(greedy(logits[-1]))
         if progress:
             progress(state.position - n_prompt + 1, n - n_prompt, "generating")

@@ -23,7 +23,6 @@ from .faults import CATALOGUE, FAULTS, inject
 from .forward import audio_embeddings, decode_positions
 from .golden import Context
 from .layers import attention_probs, window_mask
-from .mel import log_mel
 from .precision import Precision
 from .streaming import generate_offline
 from .taps import Taps
@@ -56,7 +55,7 @@ def run_trace(ctx: Context, p: Precision, label: str = "reference", fed: np.ndar
     generated tokens; the fault comparison passes the reference's, as the golden e2e case does)."""
     proto, cfg = ctx.setup.protocol, ctx.ckpt.config
     model = ctx.model(p)
-    mel = log_mel(proto.pad_offline(ctx.audio).astype(p.dtype), p.dtype, audio=cfg.audio, floor=ctx.mel_floor)
+    mel = ctx.variant.log_mel(proto.pad_offline(ctx.audio).astype(p.dtype), p.dtype, audio=cfg.audio, floor=ctx.mel_floor)
     tokens = generate_offline(model, mel, proto)
     taps = Taps("mel", "enc.conv1.out", "enc.conv.out", "enc.L*.out", "enc.out", "adapter.out", "dec.in",
                 "dec.t_cond", "dec.L*.out", "dec.L*.q", "dec.L*.k", "dec.L*.ada_scale", "dec.norm", "logits")
@@ -80,7 +79,7 @@ def run_trace(ctx: Context, p: Precision, label: str = "reference", fed: np.ndar
             mass[i, j] = [row[0], row[1:left].sum(), row[left:].sum()]
     # A position hears speech iff its audio embedding differs from the one an all-silent stream of the
     # same length gives there (the encoder is causal, so this isolates what the position has heard).
-    silent_mel = log_mel(np.zeros(len(proto.pad_offline(ctx.audio)), p.dtype), p.dtype, audio=cfg.audio,
+    silent_mel = ctx.variant.log_mel(np.zeros(len(proto.pad_offline(ctx.audio)), p.dtype), p.dtype, audio=cfg.audio,
                          floor=ctx.mel_floor)
     silent = audio_embeddings(ctx.ckpt, silent_mel, p, variant=ctx.variant)
     speech = np.abs(audio - silent).max(axis=-1) > 1e-6 * max(float(np.abs(audio).max()), 1e-30)
