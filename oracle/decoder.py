@@ -32,9 +32,9 @@ def time_condition(delay_tokens: float, cfg: DecoderConfig, p: Precision, tap=no
     return t
 
 
-def layer_ada_scale(t_cond: np.ndarray, w: DecoderLayerWeights, p: Precision) -> np.ndarray:
+def layer_ada_scale(t_cond: np.ndarray, w: DecoderLayerWeights, p: Precision, act=None) -> np.ndarray:
     """(1 + g) [D] for one layer: position-independent, so computed once per layer and delay."""
-    return p.store(ada_scale(t_cond, w.ada_down, w.ada_up, operand=p.operand))
+    return p.store(ada_scale(t_cond, w.ada_down, w.ada_up, operand=p.operand, act=act))
 
 
 def decoder_input(audio: np.ndarray, token_emb: np.ndarray, p: Precision, tap=no_tap) -> np.ndarray:

@@ -156,13 +156,6 @@ def ada_dropped(group, layer, w, cfg):
 # -- activations, front end and block-case outputs --------------------------------------------------
 
 
-def gelu_tanh(x: np.ndarray) -> np.ndarray:
-    """The tanh approximation 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))): what many ports write for GELU
-    (antirez/voxtral.c ``voxtral_kernels.c``); the model uses the exact erf GELU. |tanh − erf| ≤ 4.7e-4."""
-    c = x.dtype.type(np.sqrt(2.0 / np.pi))
-    return 0.5 * x * (1.0 + np.tanh(c * (x + x.dtype.type(0.044715) * x * x * x)))
-
-
 def port_mel_context(ctx, inputs: dict[str, np.ndarray], p: Precision):
     """The e2e case computes the reference mel itself; a port with a front-end fault feeds its conv stem
     its own mel of the same audio. -> (a Context whose conv stem reads that mel, the mel [M, T] in p's dtype)"""

@@ -44,11 +44,11 @@ from .fault_evidence import (CONV1_STAGES, STEM_STAGES, TOKEN_STAGES, audio_shif
                              golden_stopped_at_eos, lengths, mel_below_peak_fit, reads_one_ahead, rows_rescaled,
                              scale_is_one, tokens_run_on)
 from .fault_mechanisms import (EditedCheckpoint, ada_before_attention_layer, ada_dropped, ada_extra_norm_layer,
-                               burn_conv_stem, extra_norm_time_ada_case, gelu_tanh, k_bias, no_audio_at,
+                               burn_conv_stem, extra_norm_time_ada_case, k_bias, no_audio_at,
                                port_mel_context, rotate_half_rope_case, shift_audio, silu_ada_scale,
                                silu_time_ada_case, symmetric_conv_stem, unpermuted_rope)
 from .golden import replay, with_config_change
-from .layers import gelu
+from .layers import gelu, gelu_tanh  # gelu_tanh: the formula lives with the model's GELU, re-exported here
 from .mel_variants import as_port_front_end, dft_angle_f32, mel_upper_clamp, peak_normalize, stft_pad_120
 from .precision import Precision
 from .variant import REFERENCE
@@ -333,6 +333,10 @@ def _score_left_pad(ev):
 
 
 def _score_gelu_tanh(ev):
+    form = (ev.local or {}).get("form") or {}
+    if form.get("follows"):  # the stage-local view replayed this stage with a tanh GELU: the port's error is it
+        return 1.0, (f"the error {ev.stage} adds (replayed on the candidate's own {', '.join(ev.local['reads'])})"
+                     f" follows tanh−erf GELU: alpha {form['alpha']:.3f} ± {form['se']:.1g} (1 = exactly a tanh GELU)")
     if not fails(ev, "enc.conv1.out", "enc.conv.out", "adapter.out") or ev.golden is None:
         return None
     y, d = ev.golden, ev.candidate - ev.golden

@@ -240,8 +240,9 @@ def time_embedding(t: float, dim: int, dtype, theta: float = 10000.0, store=None
     return store(np.concatenate([np.cos(emb), np.sin(emb)]))
 
 
-def ada_scale(t_cond: np.ndarray, down: np.ndarray, up: np.ndarray, operand=None) -> np.ndarray:
+def ada_scale(t_cond: np.ndarray, down: np.ndarray, up: np.ndarray, operand=None, act=None) -> np.ndarray:
     """1 + W_up GELU(W_down t_cond): the per-layer, position-independent scale applied after the pre-MLP
-    RMSNorm (MODEL.md §5.2). [D] -> [D]. ``operand`` rounds both matmul inputs (``Precision.operand``)."""
+    RMSNorm (MODEL.md §5.2). [D] -> [D]. ``operand`` rounds both matmul inputs (``Precision.operand``);
+    ``act`` replaces the exact GELU only to replay a port's mistake (oracle.local)."""
     operand = operand or (lambda x: x)
-    return 1.0 + linear(operand(gelu(linear(operand(t_cond), down))), up)
+    return 1.0 + linear(operand((act or gelu)(linear(operand(t_cond), down))), up)

@@ -76,7 +76,7 @@ class Stage:
     reads: tuple[str, ...]
     given: tuple[str, ...]
     run: Callable[..., np.ndarray]  # run(inputs, p, act=None): ``act`` swaps the GELU (``gelu`` stages)
-    gelu: bool = False  # the stage applies GELU elementwise: the tanh form test applies (``form_test``)
+    gelu: bool = False  # the stage has a GELU (conv stem, adapter, ADA MLP): the tanh form test applies
 
 
 def e2e_stages(ckpt: Checkpoint, delay_tokens: float) -> list[Stage]:
@@ -99,10 +99,11 @@ def e2e_stages(ckpt: Checkpoint, delay_tokens: float) -> list[Stage]:
         return run
 
     def dec_layer(i, src):
-        def run(x, p, act=None):
+        def run(x, p, act=None):  # act: the ADA MLP's GELU
             w = ckpt.decoder_layer(i, p)
             h = x[src]
-            return decoder_layer(h, np.arange(h.shape[0]), w, layer_ada_scale(x["dec.t_cond"], w, p), cfg.decoder, p)[0]
+            scale = layer_ada_scale(x["dec.t_cond"], w, p, act=act)
+            return decoder_layer(h, np.arange(h.shape[0]), w, scale, cfg.decoder, p)[0]
         return run
 
     def dec_in(x, p, act=None):
@@ -123,7 +124,7 @@ def e2e_stages(ckpt: Checkpoint, delay_tokens: float) -> list[Stage]:
     ]
     for i in range(n_dec):
         src = "dec.in" if i == 0 else f"dec.L{i - 1:02d}.out"
-        stages.append(Stage(f"dec.L{i:02d}.out", (src, "dec.t_cond"), (), dec_layer(i, src)))
+        stages.append(Stage(f"dec.L{i:02d}.out", (src, "dec.t_cond"), (), dec_layer(i, src), gelu=True))
     stages += [
         Stage("dec.norm", (last_dec,), (), lambda x, p, act=None: final_norm(x[last_dec], ckpt.decoder_norm(p), cfg.decoder, p)),
         Stage("logits", ("dec.norm",), (), lambda x, p, act=None: lm_head(
