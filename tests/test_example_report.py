@@ -4,7 +4,6 @@ the example port (tools/make_example_report.py): regenerated here and compared b
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from oracle_tools.make_example_report import ROOT, build
 
