@@ -432,6 +432,7 @@ def compare(golden: GoldenSet, candidate: dict, port_dtype: str = "float32", onl
     extra = [k for k in candidate if k not in known]
     results: list[TensorResult] = []
     plain_uses: Counter = Counter()  # outputs of a name shared by cases, read from the unqualified key
+    partial_rows: dict[tuple, list[str]] = {}  # (case, first row, end, why) -> outputs compared on those rows
     for case, out in selected:
         r = TensorResult(case.name, out.name, out.kind, list(out.shape), out.dtype, MISSING)
         results.append(r)
@@ -469,8 +470,7 @@ def compare(golden: GoldenSet, candidate: dict, port_dtype: str = "float32", onl
             # A port that applies the LM head only where it samples (rows P-1 ..), or that never feeds the
             # last audio position (the N - P schedule), is judged on the rows it computes.
             first, end, what = part
-            notes.append(f"{out.name} (case {case.name}): the candidate has rows {first}..{end - 1} only ({what});"
-                         f" compared with the golden's rows {first}..{end - 1}")
+            partial_rows.setdefault((case.name, first, end, what), []).append(out.name)
             _compare_float(r, out, arr, out.tolerance[port_dtype], rows=end, first_row=first)
             continue
         if tuple(arr.shape) != out.shape:
@@ -495,6 +495,9 @@ def compare(golden: GoldenSet, candidate: dict, port_dtype: str = "float32", onl
         else:
             _compare_int(r, out, arr)
 
+    for (case_name, first, end, what), names in partial_rows.items():  # one note per kind of cut, not per tap
+        notes.append(f"{', '.join(names)} (case {case_name}): the candidate has rows {first}..{end - 1} only ({what});"
+                     f" compared with the golden's rows {first}..{end - 1}")
     if only:
         notes.insert(0, f"--only {' '.join(only)}: {len(selected)} of {sum(counts.values())} golden outputs compared")
     for name in sorted(n for n, k in plain_uses.items() if k > 1):

@@ -54,6 +54,7 @@ class Evidence:
     candidate_raw: np.ndarray | None = field(default=None, repr=False)  # the candidate's tensor as given
     candidate_set: dict | None = field(default=None, repr=False)  # every candidate tensor, as given to compare
     local: dict | None = None  # the stage-local row of this stage (report.local), when the view ran
+    first: bool = True  # the first failing tensor of its case (else a later suspect: tokens, the stage adding most)
 
     def local_of(self, name: str) -> dict | None:
         """The stage-local row of stage ``name`` in this case (None: not replayed)."""
@@ -98,7 +99,8 @@ def measure(first: TensorResult, report: Report, golden, candidate: dict) -> Evi
                   case=first.case, report=report, golden_set=golden,
                   golden_raw=None if out is None else np.asarray(out.array()), candidate_raw=cand,
                   candidate_set=candidate,
-                  local=next((r for r in report.local if r["name"] == first.name and r["case"] == first.case), None))
+                  local=next((r for r in report.local if r["name"] == first.name and r["case"] == first.case), None),
+                  first=first in first_failures(report))
     if out is None or cand is None or first.status != FAIL or out.kind != "float" or cand.shape != g_shape:
         return ev
     g = np.asarray(out.array(), np.float64)
@@ -121,10 +123,13 @@ def first_failures(report: Report) -> list[TensorResult]:
 
 
 def suspects(report: Report) -> list[TensorResult]:
-    """Where to look: the first failing tensor of each case, then the stage the stage-local view finds
-    adding the most error (not every locally failing stage: a mistake in a layer type repeats in every
+    """Where to look: the first failing tensor of each case, its failing token output, then the stage the
+    stage-local view finds adding the most error (not every locally failing stage: a mistake in a layer type repeats in every
     layer of that type, and a later one looks like other mistakes)."""
     out = first_failures(report)
+    for t in report.failing:  # a case's token output fails on its own terms (a run-on schedule, a flipped step)
+        if t.kind == "tokens" and t not in out:
+            out.append(t)
     most = report.adds_most
     if most is not None:
         t = next((t for t in report.tensors if t.case == most["case"] and t.name == most["name"]), None)
@@ -136,15 +141,18 @@ def suspects(report: Report) -> list[TensorResult]:
 def diagnose(report: Report, golden, candidate: dict, catalogue: tuple[Fault, ...] = CATALOGUE) -> list[dict]:
     """Up to ``TOP`` catalogue entries whose signature the report matches, best first:
     [{"key", "title", "score", "evidence", "separate", "see"}]."""
-    best: dict[str, tuple[float, str]] = {}
+    best: dict[str, tuple[float, str, str]] = {}  # key -> (score, why, the stage it was scored on)
     for first in suspects(report):
         ev = measure(first, report, golden, candidate)
         for fault in catalogue:
             answer = fault.score(ev)
-            if answer is not None and answer[0] > best.get(fault.key, (0.0, ""))[0]:
-                best[fault.key] = answer
+            if answer is not None and answer[0] > best.get(fault.key, (0.0, "", ""))[0]:
+                best[fault.key] = (answer[0], answer[1], f"{first.case}/{first.name}")
+    # A stage one entry explains with its signature itself (score 1) is not evidence for vaguer guesses.
+    explained = {stage for v, _, stage in best.values() if v >= 1.0}
     by_key = {f.key: f for f in catalogue}
-    ranked = sorted(((v, k, why) for k, (v, why) in best.items() if v >= MIN_SCORE), key=lambda t: (-t[0], t[1]))[:TOP]
+    ranked = sorted(((v, k, why) for k, (v, why, stage) in best.items()
+                     if v >= MIN_SCORE and (v >= 1.0 or stage not in explained)), key=lambda t: (-t[0], t[1]))[:TOP]
     return [{"key": k, "title": by_key[k].title, "score": round(v, 2), "evidence": why,
              "separate": by_key[k].separate, "see": f"{CATALOGUE_DOC} ({k})"} for v, k, why in ranked]
 
