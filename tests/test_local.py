@@ -16,6 +16,7 @@ import pytest
 from oracle import builtin
 from oracle.checkpoint import read_safetensors_header, read_tensor, write_safetensors
 from oracle.compare import compare, load_golden
+from oracle.diagnose import attach_diagnosis
 from oracle.errors import OracleError
 from oracle.faults import faulty_outputs
 from oracle.golden import Context, replay
@@ -89,7 +90,8 @@ def slightly_off_mel_then_bad_stem(golden, ckpt, inputs) -> dict[str, np.ndarray
     out = {o.name: o for o in case.outputs}
     mel = out["mel"].array().astype(np.float64)
     rng = np.random.default_rng(1)
-    idx = tuple(rng.integers(0, s, 5) for s in mel.shape)
+    above_floor = np.argwhere(mel > mel.min() + 0.5)  # speech, not the floor (a floor pattern is catalogued)
+    idx = tuple(above_floor[rng.choice(len(above_floor), 5, replace=False)].T)
     mel[idx] += 1.2 * out["mel"].tolerance["float32"].atol
     cand = {"mel": mel.astype(np.float32)}
     for st in e2e_stages(ckpt, case.manifest["params"]["delay_tokens"]):
@@ -117,7 +119,8 @@ def test_adds_error_flag_lands_on_the_conv_stem_not_the_slightly_off_mel(config,
     else:
         golden, ctx = odd_golden(tmp_path, {"odd_a": ODD_A, "odd_b": ODD_B}[config], config)
         inputs = e2e_inputs(golden)
-    report = local_report(golden, slightly_off_mel_then_bad_stem(golden, ctx.ckpt, inputs), "float32")
+    cand = slightly_off_mel_then_bad_stem(golden, ctx.ckpt, inputs)
+    report = local_report(golden, cand, "float32")
     assert report.first_divergence.name == "mel"  # what compare alone says
     rows = {r["name"]: r for r in report.local}
     assert 100 < rows["mel"]["local_pct"] < 130 and rows["mel"]["status"] == "FAIL"
@@ -126,6 +129,11 @@ def test_adds_error_flag_lands_on_the_conv_stem_not_the_slightly_off_mel(config,
     assert [r["name"] for r in report.local_failing] == ["mel", "enc.conv1.out"]
     text = report.text()
     assert "<< adds the most" in next(line for line in text.splitlines() if " enc.conv1.out " in line and "mel" in line)
+    # a mistake no catalogue entry describes: no name, and the evidence of the stage that adds the error
+    attach_diagnosis(report, golden, cand)
+    assert [m["title"] for m in report.likely_mistakes] == ["no catalogue entry fits"], report.likely_mistakes
+    detail = report.likely_mistakes[0]["detail"]
+    assert "stage adding the most error e2e/enc.conv1.out: this stage itself adds the error" in detail, detail
 
 
 def test_decoder_taps_without_the_last_position_are_replayed_on_their_rows(tiny):
