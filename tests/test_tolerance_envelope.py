@@ -125,6 +125,11 @@ def test_transformers_float32_uses_at_most_half_the_tolerance(written):
     assert set(stages) == set(written.floats)  # every float stage of the case is tapped
     over = {k: round(s["pct"], 1) for k, s in stages.items() if not s["pct"] <= HALF}
     assert not over, (written.name, over)
+    # stage by stage too: every stage replayed on transformers' own input adds at most half its local tolerance
+    local = {k: s["local_pct"] for k, s in stages.items() if s["local_pct"] is not None}
+    assert len(local) == len(stages), (written.name, local)
+    over = {k: round(v, 1) for k, v in local.items() if not v <= HALF}
+    assert not over, (written.name, over)
 
 
 def test_tanh_gelu_still_fails_at_the_conv_stem(written):

@@ -5,8 +5,8 @@
 
 For step k (0 = as shipped, then fixes/1-*.patch, 1+2, ...) it writes OUT_DIR/<step>/ (the candidate
 .npy files, via run.py) and OUT_DIR/<step>.md / .json / .txt (`voxtral-oracle compare --port-dtype
-float32`). docs/case-studies/voxtral-c.md shows these reports for the synthetic full-size checkpoint
-and the built-in clip.
+float32`, with its stage-local view). docs/case-studies/voxtral-c.md shows these reports for the
+synthetic full-size checkpoint and the built-in clip (run with ``--front-end-steps 1 2``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--audio", type=Path)
     ap.add_argument("--steps", type=int, nargs="*", help="only these steps (0 = as shipped, k = fixes 1..k)")
+    ap.add_argument("--front-end-steps", type=int, nargs="*", default=[],
+                    help="run these steps with run.py --encoder-only (stops after adapter.out) and compare only the"
+                         " front-end taps (the case study: 1 2)")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     steps = [("0-as-shipped", [])] + [(FIXES[k - 1], FIXES[:k]) for k in range(1, len(FIXES) + 1)]
@@ -39,9 +42,13 @@ def main(argv=None) -> int:
                "--out", str(cand)] + (["--audio", str(a.audio)] if a.audio else [])
         for f in fixes:
             cmd += ["--fix", f]
+        front = k in a.front_end_steps
+        if front:
+            cmd.append("--encoder-only")
         print(f"== step {k}: {name} (fixes: {', '.join(fixes) or 'none'})", flush=True)
         subprocess.run(cmd, check=True)
-        r = subprocess.run(["voxtral-oracle", "compare", str(a.golden), str(cand), "--port-dtype", "float32",
+        only = ["--only", "mel", "--only", "enc.*", "--only", "adapter.out"] if front else []
+        r = subprocess.run(["voxtral-oracle", "compare", str(a.golden), str(cand), "--port-dtype", "float32", *only,
                             "--markdown", str(a.out / f"{name}.md"), "--json", str(a.out / f"{name}.json")],
                            capture_output=True, text=True)
         (a.out / f"{name}.txt").write_text(r.stdout + r.stderr)
