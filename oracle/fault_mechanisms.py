@@ -171,28 +171,27 @@ def port_mel_context(ctx, inputs: dict[str, np.ndarray], p: Precision):
     return replace(ctx, variant=replace(v, conv_stem=port_stem), _models={}), mel
 
 
-def silu_time_ada_case(ctx, case, inputs, p: Precision):
-    """The time_ada block case computes the ADA scale from weights the port reads with its own activation."""
-    if case != "time_ada":
-        return None
-    d = ctx.ckpt.config.decoder
-    w = ctx.ckpt.decoder_layer(0, p)
-    t_cond = time_condition(ctx.setup.protocol.delay_tokens, d, p)
-    scale = silu_ada_scale(t_cond, w, p)
-    h = p.array(np.asarray(inputs["time_ada.h"], np.float64))
-    return {"time_ada.t_cond": t_cond, "time_ada.scale": scale, "time_ada.out": ada_norm(h, w, scale, d, p)}
+def port_time_ada_case(scale_fn, ada_fn, doc: str):
+    """The time_ada block case as a port computes it: its ADA scale (``scale_fn``, like
+    ``layer_ada_scale``) and its ADA step (``ada_fn``, like ``ada_norm``)."""
+    def block(ctx, case, inputs, p: Precision):
+        if case != "time_ada":
+            return None
+        d = ctx.ckpt.config.decoder
+        w = ctx.ckpt.decoder_layer(0, p)
+        t_cond = time_condition(ctx.setup.protocol.delay_tokens, d, p)
+        scale = scale_fn(t_cond, w, p)
+        h = p.array(np.asarray(inputs["time_ada.h"], np.float64))
+        return {"time_ada.t_cond": t_cond, "time_ada.scale": scale, "time_ada.out": ada_fn(h, w, scale, d, p)}
+
+    block.__doc__ = doc
+    return block
 
 
-def extra_norm_time_ada_case(ctx, case, inputs, p: Precision):
-    """The time_ada block case's ADA step, as the port computes it (its scale is right)."""
-    if case != "time_ada":
-        return None
-    d = ctx.ckpt.config.decoder
-    w = ctx.ckpt.decoder_layer(0, p)
-    t_cond = time_condition(ctx.setup.protocol.delay_tokens, d, p)
-    scale = layer_ada_scale(t_cond, w, p)
-    h = p.array(np.asarray(inputs["time_ada.h"], np.float64))
-    return {"time_ada.t_cond": t_cond, "time_ada.scale": scale, "time_ada.out": extra_norm_ada(h, w, scale, d, p)}
+silu_time_ada_case = port_time_ada_case(
+    silu_ada_scale, ada_norm, "The time_ada block case computes the ADA scale from weights the port reads with its own activation.")
+extra_norm_time_ada_case = port_time_ada_case(
+    layer_ada_scale, extra_norm_ada, "The time_ada block case's ADA step, as the port computes it (its scale is right).")
 
 
 def rotate_half_rope_case(ctx, case, inputs, p: Precision):

@@ -47,7 +47,8 @@ from .fault_mechanisms import (EditedCheckpoint, ada_before_attention_layer, ada
                                burn_conv_stem, extra_norm_time_ada_case, k_bias, no_audio_at,
                                port_mel_context, rotate_half_rope_case, shift_audio, silu_ada_scale,
                                silu_time_ada_case, symmetric_conv_stem, unpermuted_rope)
-from .golden import replay, with_config_change
+from .audio import quantize_int16
+from .golden import Context, replay, with_config_change
 from .layers import gelu, gelu_tanh  # gelu_tanh: the formula lives with the model's GELU, re-exported here
 from .mel_variants import as_port_front_end, dft_angle_f32, mel_upper_clamp, peak_normalize, stft_pad_120
 from .precision import Precision
@@ -614,3 +615,19 @@ def faulty_outputs(key: str, ctx, case: str, inputs: dict[str, np.ndarray], p: P
         faulty, mel = port_mel_context(faulty, inputs, p)
         return {**replay(faulty, case, inputs, p), "mel": mel}
     return replay(faulty, case, inputs, p)
+
+
+def faulty_set(key: str, setup, golden, p: Precision, original_audio: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """What a port with fault ``key`` writes for every case of golden set ``golden`` (``oracle.goldenset``),
+    fed each case's stored inputs: one candidate dict, as a port dumps it. The Context's audio is the
+    int16-quantized ``original_audio`` when given (faults that read the audio before quantization need
+    it), else the e2e case's stored ``audio`` input."""
+    cand: dict[str, np.ndarray] = {}
+    audio = None if original_audio is None else quantize_int16(original_audio)
+    for case in golden.cases:
+        inputs = {k: np.asarray(v) for k, v in case.read_inputs().items()}
+        case_audio = audio if audio is not None else (inputs["audio"].astype(np.float64) if "audio" in inputs else None)
+        ctx = Context(setup, case_audio, 0)
+        cand.update(faulty_outputs(key, ctx, case.name, inputs, p, original_audio=original_audio))
+    return cand
+

@@ -19,7 +19,7 @@ from oracle.checkpoint import read_safetensors_header, read_tensor
 from oracle.compare import compare
 from oracle.diagnose import attach_diagnosis
 from oracle.errors import OracleError
-from oracle.faults import CATALOGUE, faulty_outputs
+from oracle.faults import CATALOGUE, faulty_outputs, faulty_set
 from oracle.golden import Context
 from oracle.goldenset import load_golden
 from oracle.pipeline import load_setup
@@ -232,14 +232,7 @@ def test_compare_names_each_catalogued_mistake(dithered_set, key):
 
 
 def _fault_candidate(golden, original, key):
-    setup = load_setup(builtin.tiny_checkpoint())
-    cand = {}
-    for c in golden.cases:
-        h = read_safetensors_header(c.dir / "tensors.safetensors")
-        inputs = {k: np.asarray(read_tensor(h[k])) for k in c.manifest["inputs"]}
-        ctx = Context(setup, quantize_int16(original), 0)
-        cand.update(faulty_outputs(key, ctx, c.name, inputs, FLOAT32, original_audio=original))
-    return cand
+    return faulty_set(key, load_setup(builtin.tiny_checkpoint()), golden, FLOAT32, original)
 
 
 def test_diagnosis_checks_its_preconditions(dithered_set, tmp_path):

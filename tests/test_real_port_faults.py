@@ -20,8 +20,7 @@ from oracle.audio import load_audio, quantize_int16
 from oracle.checkpoint import read_safetensors_header, read_tensor, sha256_file
 from oracle.compare import compare
 from oracle.diagnose import Evidence, attach_diagnosis
-from oracle.faults import FAULTS, faulty_outputs
-from oracle.golden import Context
+from oracle.faults import FAULTS, faulty_set
 from oracle.goldenset import load_golden
 from oracle.mel import log_mel, n_mel_frames
 from oracle.mel_variants import mel_upper_clamp, stft_pad_120
@@ -61,14 +60,7 @@ def port_set(request, tmp_path_factory):
 
 
 def candidate(ckpt, golden, original, key):
-    setup = load_setup(ckpt)
-    cand = {}
-    for c in golden.cases:
-        h = read_safetensors_header(c.dir / "tensors.safetensors")
-        inputs = {k: np.asarray(read_tensor(h[k])) for k in c.manifest["inputs"]}
-        ctx = Context(setup, quantize_int16(original), 0)
-        cand.update(faulty_outputs(key, ctx, c.name, inputs, FLOAT32, original_audio=original))
-    return cand
+    return faulty_set(key, load_setup(ckpt), golden, FLOAT32, original)
 
 
 @pytest.mark.parametrize("key", REAL_PORT)
