@@ -341,26 +341,18 @@ def hf_stream(model, ckpt_dir: Path, audio: np.ndarray) -> dict:
     import torch
     from transformers import MistralCommonBackend, VoxtralRealtimeFeatureExtractor, VoxtralRealtimeProcessor
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from hf_reference import hf_stream_chunks  # the project's transformers harness
+
     proc = VoxtralRealtimeProcessor(feature_extractor=VoxtralRealtimeFeatureExtractor(),
                                     tokenizer=MistralCommonBackend.from_pretrained(str(ckpt_dir)))
-    audio = np.pad(audio, (0, proc.num_right_pad_tokens * proc.raw_audio_length_per_tok))
-    first = proc(audio[:proc.num_samples_first_audio_chunk], is_streaming=True, is_first_audio_chunk=True,
-                 return_tensors="pt", sampling_rate=16000)
+    first, chunks = hf_stream_chunks(proc, audio)
     pulls: list[float] = []
 
     def features():
-        pulls.append(time.perf_counter())
-        yield first.input_features
-        frame = proc.num_mel_frames_first_audio_chunk
-        hop, win = proc.feature_extractor.hop_length, proc.feature_extractor.win_length
-        start = frame * hop - win // 2
-        while (end := start + proc.num_samples_per_audio_chunk) < audio.shape[0]:
-            chunk = proc(audio[start:end], is_streaming=True, is_first_audio_chunk=False, return_tensors="pt",
-                         sampling_rate=16000).input_features
+        for chunk in chunks:
             pulls.append(time.perf_counter())
             yield chunk
-            frame += proc.audio_length_per_tok
-            start = frame * hop - win // 2
 
     t = time.perf_counter()
     with torch.no_grad():

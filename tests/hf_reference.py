@@ -276,3 +276,32 @@ def hf_intermediates(model: VoxtralRealtimeForConditionalGeneration, mel: np.nda
                       *(f"dec.L{i:02d}.out" for i in range(n_dec))}
     assert set(out) == expected_names, sorted(set(out) ^ expected_names)
     return out
+
+
+def hf_stream_chunks(proc, audio: np.ndarray):
+    """transformers' streaming recipe, as its model doc ("Streaming Transcription") and its integration
+    test (test_modeling_voxtral_realtime.py, test_modeling_integration_streaming) run it: the caller
+    right-pads the audio by num_right_pad_tokens · raw_audio_length_per_tok zeros (no alignment); the
+    first chunk is audio[:num_samples_first_audio_chunk] (the processor prepends the left pad,
+    center=True); then chunks of num_samples_per_audio_chunk samples starting at mel_frame_idx·hop −
+    win//2 while the chunk ends strictly before the padded audio does.
+
+    -> (the processor's output for the first chunk: input_ids, input_features, num_delay_tokens; a
+    generator of every chunk's input_features, the first included, computed as it is pulled)."""
+    audio = np.pad(audio, (0, proc.num_right_pad_tokens * proc.raw_audio_length_per_tok))
+    first = proc(audio[:proc.num_samples_first_audio_chunk], is_streaming=True, is_first_audio_chunk=True,
+                 return_tensors="pt", sampling_rate=16000)
+
+    def chunks():
+        yield first.input_features
+        mel_frame_idx = proc.num_mel_frames_first_audio_chunk
+        hop, win = proc.feature_extractor.hop_length, proc.feature_extractor.win_length
+        start = mel_frame_idx * hop - win // 2
+        while (end := start + proc.num_samples_per_audio_chunk) < audio.shape[0]:
+            yield proc(audio[start:end], is_streaming=True, is_first_audio_chunk=False, return_tensors="pt",
+                       sampling_rate=16000).input_features
+            mel_frame_idx += proc.audio_length_per_tok
+            start = mel_frame_idx * hop - win // 2
+
+    return first, chunks()
+

@@ -45,7 +45,7 @@ from oracle.protocol import BOS, EOS, STREAMING_PAD, Protocol
 from oracle.streaming import Model, StreamingSession, generate_offline
 from oracle.synth import write_checkpoint
 
-from hf_reference import build_hf_model
+from hf_reference import build_hf_model, hf_stream_chunks
 from test_conformance import ODD_A, ODD_B
 
 # generate() warns that it uses the "model-agnostic default max_length": that default is the one
@@ -239,35 +239,18 @@ class ChunkClock(BaseStreamer):
 
 def hf_streaming_generate(model, proc: VoxtralRealtimeProcessor, audio: np.ndarray):
     """The streaming recipe of the model doc (docs/source/en/model_doc/voxtral_realtime.md, "Streaming
-    Transcription") as transformers' own integration test runs it
-    (tests/models/voxtral_realtime/test_modeling_voxtral_realtime.py, test_modeling_integration_streaming):
-    the caller right-pads the audio by num_right_pad_tokens · raw_audio_length_per_tok zeros (no
-    alignment); the first chunk is audio[:num_samples_first_audio_chunk] (the processor prepends the
-    left pad, center=True); then chunks of num_samples_per_audio_chunk samples starting at
-    mel_frame_idx·hop − win//2 while the chunk ends strictly before the padded audio does.
+    Transcription") as transformers' own integration test runs it (hf_reference.hf_stream_chunks).
 
     -> (all ids incl. prompt, the streaming features concatenated [M, frames], the ChunkClock)."""
-    audio = np.pad(audio, (0, proc.num_right_pad_tokens * proc.raw_audio_length_per_tok))
-    first = proc(audio[:proc.num_samples_first_audio_chunk], is_streaming=True, is_first_audio_chunk=True,
-                 return_tensors="pt", sampling_rate=16000)
+    first, chunks = hf_stream_chunks(proc, audio)
     features: list[torch.Tensor] = []
     clock = ChunkClock()
 
     def input_features_generator():
-        features.append(first.input_features)
-        clock.pulled += 1
-        yield first.input_features
-        mel_frame_idx = proc.num_mel_frames_first_audio_chunk
-        hop, win = proc.feature_extractor.hop_length, proc.feature_extractor.win_length
-        start = mel_frame_idx * hop - win // 2
-        while (end := start + proc.num_samples_per_audio_chunk) < audio.shape[0]:
-            chunk = proc(audio[start:end], is_streaming=True, is_first_audio_chunk=False, return_tensors="pt",
-                         sampling_rate=16000).input_features
+        for chunk in chunks:
             features.append(chunk)
             clock.pulled += 1
             yield chunk
-            mel_frame_idx += proc.audio_length_per_tok
-            start = mel_frame_idx * hop - win // 2
 
     with torch.no_grad(), recorded_max_length(model) as seen:
         out = model.generate(input_ids=first.input_ids, input_features=input_features_generator(),
