@@ -421,7 +421,7 @@ def case_e2e(ctx: Context) -> CaseSpec:
                      "prompt": [int(t) for t in proto.prompt]},
                     weights=[("all", None)], run=run, token_outputs=("tokens",), margins=margins,
                     tolerance_run=tolerance_run, envelope=envelope,
-                    local_stages=lambda: e2e_stages(ctx.ckpt, proto.delay_tokens))
+                    local_stages=lambda: e2e_stages(ctx.ckpt))
     return spec if ctx.stop_after is None else front_end_only(spec, ctx)
 
 

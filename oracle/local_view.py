@@ -83,8 +83,7 @@ def attach_local(report: Report, golden: GoldenSet, candidate: dict, ckpt=None, 
             local_tol = {k: v for k, v in local_tol.items() if k in compared}
         given = {k: np.asarray(read_tensor(e)) for k, e in case.inputs.items()}
         inherited = {t.name: t.tolerance_used_pct for t in report.tensors if t.case == case.name}
-        params = case.manifest.get("params") if isinstance(case.manifest.get("params"), dict) else {}
-        stages = e2e_stages(checkpoint, params.get("delay_tokens", 0))
+        stages = e2e_stages(checkpoint)
         results = {r.name: {**asdict(r), "local_pct": r.local_pct}
                    for r in replay_local(stages, local_tol, cand, given, report.port_dtype, case.name, inherited, progress)}
         compared = {t.name: t for t in report.tensors if t.case == case.name}
