@@ -144,3 +144,23 @@ def gelu_preimage(y: np.ndarray) -> np.ndarray:
         below = gelu(mid) < y
         lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
     return 0.5 * (lo + hi)
+
+
+def local_form(ev, stage: str, name: str) -> dict | None:
+    """The stage-local view's test of known wrong form ``name`` at ``stage`` ({"name", "alpha", "se",
+    "follows"}, oracle.local.FORMS), or None when it did not run there."""
+    report = getattr(ev, "report", None)
+    row = next((r for r in getattr(report, "local", []) if r["name"] == stage and r["case"] == ev.case), None)
+    return next((f for f in (row or {}).get("forms") or [] if f["name"] == name), None)
+
+
+def ada_form(ev, name: str, what: str):
+    """(score, why) from the stage-local view's test of form ``name`` at dec.L00.out, or None when it did
+    not run: 1 when the layer's own error follows it, 0 (not this mistake) when it was tested and does not."""
+    form = local_form(ev, "dec.L00.out", name)
+    if form is None:
+        return None
+    if form["follows"]:
+        return 1.0, (f"the error dec.L00.out adds (replayed on the candidate's own dec.in) follows {what}:"
+                     f" alpha {form['alpha']:.3f} ± {form['se']:.1g}")
+    return 0.0, ""

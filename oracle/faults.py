@@ -39,7 +39,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .encoder import conv_stem
-from .fault_evidence import (CONV1_STAGES, STEM_STAGES, TOKEN_STAGES, audio_shifted, decoder_wrong_at_every_row,
+from .fault_evidence import (ada_form, CONV1_STAGES, STEM_STAGES, TOKEN_STAGES, audio_shifted, decoder_wrong_at_every_row,
                              encoder_exact_at_row_0, extra_final_token, fails, floor_fraction, gelu_preimage,
                              golden_stopped_at_eos, lengths, mel_below_peak_fit, reads_one_ahead, rows_rescaled,
                              scale_is_one, tokens_run_on)
@@ -261,6 +261,9 @@ def _score_ada_dropped(ev):
         if one is False:
             return 0.3, "time_ada.scale fails but is not 1: an ADA term is computed, differently"
         return 1.0, "time_ada.scale fails: the (1 + W_up GELU(W_down t_cond)) term is not computed"
+    by_form = ada_form(ev, "no ADA term", "a decoder layer without its ADA scale")
+    if by_form is not None and ev.stage.startswith("dec."):
+        return by_form if by_form[0] else None
     hit = decoder_wrong_at_every_row(ev)
     if hit is None:
         return None
@@ -276,6 +279,9 @@ def _score_ada_silu(ev):
             return 1.0, ("time_ada.scale fails while time_ada.t_cond passes, and is not 1: the ADA MLP "
                          "1 + W_up act(W_down t_cond) uses another activation than GELU")
         return None
+    by_form = ada_form(ev, "SiLU", "an ADA MLP with SiLU instead of GELU")
+    if by_form is not None and ev.stage.startswith("dec."):
+        return by_form if by_form[0] else None
     hit = decoder_wrong_at_every_row(ev)
     if hit is None:
         return None
@@ -338,7 +344,7 @@ def _score_left_pad(ev):
 
 
 def _score_gelu_tanh(ev):
-    form = (ev.local or {}).get("form") or {}
+    form = next((f for f in (ev.local or {}).get("forms") or [] if f["name"] == "tanh GELU"), {})
     if form.get("follows"):  # the stage-local view replayed this stage with a tanh GELU: the port's error is it
         return 1.0, (f"the error {ev.stage} adds (replayed on the candidate's own {', '.join(ev.local['reads'])})"
                      f" follows tanh−erf GELU: alpha {form['alpha']:.3f} ± {form['se']:.1g} (1 = exactly a tanh GELU)")

@@ -39,7 +39,7 @@ have local = inherited and get no entry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -48,7 +48,7 @@ from .adapter import adapter
 from .checkpoint import Checkpoint
 from .decoder import decoder_input, decoder_layer, final_norm, layer_ada_scale, lm_head
 from .encoder import encoder_layer, encoder_norm, stem_conv1, stem_conv2
-from .layers import gelu_tanh
+from .layers import gelu_tanh, silu
 from .precision import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, Precision
 
 # Exact arithmetic at each port dtype's rounding points (see the module docstring).
@@ -72,8 +72,8 @@ class Stage:
     name: str
     reads: tuple[str, ...]
     given: tuple[str, ...]
-    run: Callable[..., np.ndarray]  # run(inputs, p, act=None): ``act`` swaps the GELU (``gelu`` stages)
-    gelu: bool = False  # the stage has a GELU (conv stem, adapter, ADA MLP): the tanh form test applies
+    run: Callable[..., np.ndarray]  # run(inputs, p, act=None): ``act`` swaps the stage's GELU
+    forms: tuple[str, ...] = ()  # the known wrong forms (``FORMS``) its local error is tested against
 
 
 def e2e_stages(ckpt: Checkpoint) -> list[Stage]:
@@ -108,8 +108,9 @@ def e2e_stages(ckpt: Checkpoint) -> list[Stage]:
         a = x["adapter.out"]
         return decoder_input(a, ckpt.embedding_rows(np.asarray(x["tokens_in"][: a.shape[0]], np.int64), p), p)
 
-    stages = [Stage("enc.conv1.out", ("mel",), (), conv1, gelu=True),
-              Stage("enc.conv.out", ("enc.conv1.out",), (), conv2, gelu=True)]
+    gelu = ("tanh GELU",)
+    stages = [Stage("enc.conv1.out", ("mel",), (), conv1, forms=gelu),
+              Stage("enc.conv.out", ("enc.conv1.out",), (), conv2, forms=gelu)]
     for i in range(n_enc):
         src = "enc.conv.out" if i == 0 else f"enc.L{i - 1:02d}.out"
         stages.append(Stage(f"enc.L{i:02d}.out", (src,), (), enc_layer(i, src)))
@@ -117,12 +118,14 @@ def e2e_stages(ckpt: Checkpoint) -> list[Stage]:
     stages += [
         Stage("enc.out", (last_enc,), (), lambda x, p, act=None: encoder_norm(x[last_enc], ckpt.encoder_norm(p), cfg.encoder, p)),
         Stage("adapter.out", ("enc.out",), (), lambda x, p, act=None: adapter(
-            x["enc.out"], ckpt.adapter(p), cfg.downsample_factor, p, act=act), gelu=True),
+            x["enc.out"], ckpt.adapter(p), cfg.downsample_factor, p, act=act), forms=gelu),
         Stage("dec.in", ("adapter.out",), ("tokens_in",), dec_in),
     ]
     for i in range(n_dec):
         src = "dec.in" if i == 0 else f"dec.L{i - 1:02d}.out"
-        stages.append(Stage(f"dec.L{i:02d}.out", (src, "dec.t_cond"), (), dec_layer(i, src), gelu=True))
+        # the ADA MLP's GELU; its other known wrong forms once, in layer 0 (the scale is the same kind in every layer)
+        forms = gelu + ADA_FORMS if i == 0 else gelu
+        stages.append(Stage(f"dec.L{i:02d}.out", (src, "dec.t_cond"), (), dec_layer(i, src), forms=forms))
     stages += [
         Stage("dec.norm", (last_dec,), (), lambda x, p, act=None: final_norm(x[last_dec], ckpt.decoder_norm(p), cfg.decoder, p)),
         Stage("logits", ("dec.norm",), (), lambda x, p, act=None: lm_head(
@@ -180,6 +183,15 @@ def measure_local(stages: list[Stage], taps: dict[str, np.ndarray], given: dict[
     return out
 
 
+def _no_term(x: np.ndarray) -> np.ndarray:
+    return np.zeros_like(x)
+
+
+# Known wrong forms, each what a port computes instead of a stage's exact GELU (``Stage.run(act=...)``):
+# the tanh approximation (antirez/voxtral.c), SiLU in the ADA MLP and no ADA term at all (the Burn port;
+# act = 0 makes the scale 1 + W_up·0 = 1). The fault catalogue reads the results (``LocalResult.forms``).
+FORMS = {"tanh GELU": gelu_tanh, "SiLU": silu, "no ADA term": _no_term}
+ADA_FORMS = ("SiLU", "no ADA term")
 FORM_SIGNIFICANCE = 10.0  # alpha / its standard error: a form is "followed" only far beyond noise
 FORM_BAND = (0.5, 1.5)  # ... and with alpha near 1: the port's error *is* the form's, not merely like it
 
@@ -215,7 +227,8 @@ class LocalResult:
     worst_index: list[int] | None = None
     inherited_pct: float | None = None
     why: str = ""
-    form: dict | None = None  # {"name", "alpha", "se", "follows"}: the tanh GELU form test (gelu stages)
+    form: dict | None = None  # the form test shown: the one the error follows, else the first tested
+    forms: list = field(default_factory=list)  # every form tested: {"name", "alpha", "se", "follows"}
 
     @property
     def local_pct(self) -> float | None:
@@ -273,16 +286,18 @@ def replay_local(stages: list[Stage], local_tol: dict[str, dict], candidate: dic
         r.local, at = local_error(port_dtype, got, rows)
         r.worst_index = list(at) if at is not None else None
         r.status = "FAIL" if r.local > r.limit else "ok"
-        if st.gelu:
-            xin = {**x, **{g: given[g] for g in st.given}}
-            alt = _rows_like(st.name, np.asarray(st.run(xin, exact, act=gelu_tanh), dtype=np.float64), got)
+        xin = {**x, **{g: given[g] for g in st.given}}
+        for name in st.forms:
+            alt = _rows_like(st.name, np.asarray(st.run(xin, exact, act=FORMS[name]), dtype=np.float64), got)
             fit = form_test(got - rows, alt - rows)
             if fit is not None:
                 alpha, se = fit
                 follows = FORM_BAND[0] < alpha < FORM_BAND[1] and alpha > FORM_SIGNIFICANCE * se
-                r.form = {"name": "tanh GELU", "alpha": alpha, "se": se, "follows": follows}
-                if follows:
-                    r.status = "FAIL"
+                r.forms.append({"name": name, "alpha": alpha, "se": se, "follows": follows})
+        if r.forms:
+            r.form = next((f for f in r.forms if f["follows"]), r.forms[0])
+            if r.form["follows"]:
+                r.status = "FAIL"
         if progress:
             progress(k + 1, len(stages), st.name)
     return results

@@ -96,7 +96,7 @@ def attach_local(report: Report, golden: GoldenSet, candidate: dict, ckpt=None, 
                                      "metric": "max_abs", "status": "FAIL" if t.status == "FAIL" else "ok",
                                      "local": t.metrics["max_abs_diff"], "limit": t.tolerance["atol"],
                                      "worst_index": t.metrics["max_abs_index"], "inherited_pct": t.tolerance_used_pct,
-                                     "why": "", "form": None, "local_pct": t.tolerance_used_pct})
+                                     "why": "", "form": None, "forms": [], "local_pct": t.tolerance_used_pct})
     if report.local:
         report.notes.append(f"stage-local view: each stage replayed on the candidate's own input taps at {report.port_dtype}'s"
                             f" rounding points (float64 arithmetic), checkpoint {checkpoint.directory}")

@@ -181,3 +181,18 @@ def test_a_broken_local_entry_is_a_damaged_golden(tmp_path):
     with pytest.raises(OracleError, match=r"outputs.enc.conv1.out.local.tolerance.float32.limit must be a finite") as err:
         load_golden(g)
     assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize("key", ["ada_silu", "ada_dropped"])
+def test_ada_lookalikes_are_told_apart_from_an_e2e_dump_alone(tiny, key):
+    """Without the time_ada block case the four ADA look-alikes fail alike end to end; replayed on the
+    port's own dec.in, layer 0's error follows exactly one known form (SiLU; no ADA term), which names it."""
+    golden, inputs, ctx = tiny
+    cand = faulty_outputs(key, ctx, "e2e", inputs, FLOAT32)
+    report = attach_diagnosis(local_report(golden, cand, "float32"), golden, cand)
+    layer0 = next(r for r in report.local if r["name"] == "dec.L00.out")
+    follows = [f["name"] for f in layer0["forms"] if f["follows"]]
+    assert follows == [{"ada_silu": "SiLU", "ada_dropped": "no ADA term"}[key]], layer0["forms"]
+    assert [m["key"] for m in report.likely_mistakes] == [key], report.likely_mistakes
+    honest = local_report(golden, replay(ctx, "e2e", inputs, FLOAT32), "float32")
+    assert not any(f["follows"] for r in honest.local for f in r.get("forms") or [])
