@@ -247,11 +247,20 @@ def _rows_like(name: str, replay: np.ndarray, got: np.ndarray) -> np.ndarray | N
     return replay[replay.shape[0] - got.shape[0]:] if name == "logits" else replay[: got.shape[0]]
 
 
+def fits(shape: tuple, golden_shape: tuple) -> bool:
+    """A candidate tap the replay may read: the golden's shape, or fewer rows of it (a port that skips
+    the prompt rows or the last position). Bounds the replay's memory by the golden's, whatever is given."""
+    shape, golden_shape = tuple(shape), tuple(golden_shape)
+    return (len(shape) == len(golden_shape) and shape[1:] == golden_shape[1:]
+            and (not shape or 0 < shape[0] <= golden_shape[0]))
+
+
 def replay_local(stages: list[Stage], local_tol: dict[str, dict], candidate: dict[str, np.ndarray],
                  given: dict[str, np.ndarray], port_dtype: str, case: str, inherited: dict[str, float | None],
-                 progress=None) -> list[LocalResult]:
+                 shapes: dict[str, tuple], progress=None) -> list[LocalResult]:
     """Replay every stage whose taps the candidate has, at ``port_dtype``'s rounding points, on the
-    candidate's own inputs. ``local_tol``: the golden's ``local`` entries; ``inherited``: compare's %."""
+    candidate's own inputs. ``local_tol``: the golden's ``local`` entries; ``inherited``: compare's %;
+    ``shapes``: the golden's shape of every tap (a tap that does not ``fits`` is not replayed)."""
     exact = EXACT[port_dtype]
     results = []
     for k, st in enumerate(stages):
@@ -265,6 +274,10 @@ def replay_local(stages: list[Stage], local_tol: dict[str, dict], candidate: dic
         missing = [t for t in (st.name, *st.reads) if t not in candidate]
         if missing:
             r.why = f"the candidate has no {', '.join(missing)}"
+            continue
+        odd = [t for t in (st.name, *st.reads) if t in shapes and not fits(np.shape(candidate[t]), shapes[t])]
+        if odd:
+            r.why = f"{', '.join(odd)} not in the golden's shape"
             continue
         x = {t: exact.array(np.asarray(candidate[t], dtype=np.float64)) for t in st.reads}
         if any(not np.isfinite(v).all() for v in x.values()):

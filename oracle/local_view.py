@@ -55,10 +55,13 @@ def find_checkpoint(golden: GoldenSet, given=None, notes: list[str] | None = Non
     if isinstance(want, dict) and want:
         for name, sha in want.items():
             f = path / str(name)
-            if not f.is_file() or not isinstance(sha, str) or sha256_file(f) != sha.lower():
-                raise OracleError(where(f, "not the checkpoint the golden was written from (its sha256 differs from the"
-                                        " golden provenance's checkpoint_sha256); the stage-local view needs those"
-                                        " weights (give the right --ckpt, or --no-local)"), exit_code=3)
+            problem = ("missing" if not f.is_file() else
+                       "its sha256 differs from the golden provenance's checkpoint_sha256"
+                       if not isinstance(sha, str) or sha256_file(f) != sha.lower() else None)
+            if problem:
+                raise OracleError(where(f, f"not the checkpoint the golden was written from ({problem}); the"
+                                        " stage-local view needs those weights (give the right --ckpt, or --no-local)"),
+                                  exit_code=3)
     try:
         return open_checkpoint(path)
     except OracleError as err:
@@ -85,7 +88,8 @@ def attach_local(report: Report, golden: GoldenSet, candidate: dict, ckpt=None, 
         inherited = {t.name: t.tolerance_used_pct for t in report.tensors if t.case == case.name}
         stages = e2e_stages(checkpoint)
         results = {r.name: {**asdict(r), "local_pct": r.local_pct}
-                   for r in replay_local(stages, local_tol, cand, given, report.port_dtype, case.name, inherited, progress)}
+                   for r in replay_local(stages, local_tol, cand, given, report.port_dtype, case.name, inherited,
+                                         {o.name: o.shape for o in case.outputs}, progress)}
         compared = {t.name: t for t in report.tensors if t.case == case.name}
         for o in case.outputs:  # pipeline order; a stage that reads golden inputs only: local = inherited
             if o.name in results:

@@ -196,3 +196,17 @@ def test_ada_lookalikes_are_told_apart_from_an_e2e_dump_alone(tiny, key):
     assert [m["key"] for m in report.likely_mistakes] == [key], report.likely_mistakes
     honest = local_report(golden, replay(ctx, "e2e", inputs, FLOAT32), "float32")
     assert not any(f["follows"] for r in honest.local for f in r.get("forms") or [])
+
+
+def test_a_tap_of_another_shape_is_not_replayed(tiny):
+    """The replay reads only taps of the golden's shape (or fewer rows): its memory is bounded by the
+    golden's whatever a candidate holds, and a transposed or longer tap is reported, not computed on."""
+    golden, inputs, ctx = tiny
+    cand = replay(ctx, "e2e", inputs, FLOAT32)
+    cand["mel"] = np.zeros((cand["mel"].shape[0], 50 * cand["mel"].shape[1]), np.float32)
+    cand["enc.L00.out"] = np.ascontiguousarray(cand["enc.L00.out"].T)
+    rows = {r["name"]: r for r in local_report(golden, cand, "float32").local}
+    assert rows["enc.conv1.out"]["status"] == "skipped" and "mel not in the golden's shape" in rows["enc.conv1.out"]["why"]
+    assert rows["enc.L00.out"]["why"] == "enc.L00.out not in the golden's shape"
+    assert rows["enc.L01.out"]["why"] == "enc.L00.out not in the golden's shape"
+    assert rows["enc.conv.out"]["status"] == "ok"
