@@ -33,7 +33,7 @@ def find_checkpoint(golden: GoldenSet, given=None, notes: list[str] | None = Non
     from .checkpoint import open_checkpoint
 
     notes = notes if notes is not None else []
-    prov = golden.provenance or {}
+    prov = golden.provenance or (golden.cases[0].provenance if golden.cases else None) or {}  # one case: its own
     label = prov.get("checkpoint")
     if given is not None:
         path = Path(given)
@@ -54,7 +54,10 @@ def find_checkpoint(golden: GoldenSet, given=None, notes: list[str] | None = Non
     want = prov.get("checkpoint_sha256")
     if isinstance(want, dict) and want:
         for name, sha in want.items():
-            f = path / str(name)
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                raise OracleError(where(golden.path, f"provenance checkpoint_sha256 names {name!r}, not a file name"),
+                                  exit_code=2)
+            f = path / name
             problem = ("missing" if not f.is_file() else
                        "its sha256 differs from the golden provenance's checkpoint_sha256"
                        if not isinstance(sha, str) or sha256_file(f) != sha.lower() else None)

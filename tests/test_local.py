@@ -210,3 +210,16 @@ def test_a_tap_of_another_shape_is_not_replayed(tiny):
     assert rows["enc.L00.out"]["why"] == "enc.L00.out not in the golden's shape"
     assert rows["enc.L01.out"]["why"] == "enc.L00.out not in the golden's shape"
     assert rows["enc.conv.out"]["status"] == "ok"
+
+
+def test_a_hostile_provenance_cannot_point_the_checkpoint_check_outside(tmp_path):
+    g = tmp_path / "g"
+    shutil.copytree(COMMITTED / "15_e2e", g)
+    m = json.loads((g / "manifest.json").read_text())
+    m["provenance"]["checkpoint_sha256"] = {"../../../etc/passwd": "0" * 64}
+    (g / "manifest.json").write_text(json.dumps(m))
+    golden = load_golden(g)
+    cand = {o.name: np.asarray(o.array()) for o in golden.cases[0].outputs}
+    with pytest.raises(OracleError, match="not a file name") as err:
+        attach_local(compare(golden, cand), golden, cand)
+    assert err.value.exit_code == 2
