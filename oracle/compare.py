@@ -45,7 +45,7 @@ its sha256 or does not match its manifest is also 2, raised as OracleError), 3 u
 
 Fewer rows: an e2e per-position output (dec.in, dec.Lxx.out, dec.norm, logits) may hold only the rows a
 port computes: logits rows P-1 .. N-1 or P-1 .. N-2, or rows 0 .. N-2 of any of them (the N - P
-schedule never feeds position N-1); those rows are compared, with a note (``_rows_a_port_computes``).
+schedule never feeds position N-1); those rows are compared, with a note (``rows_a_port_computes``).
 
 What is deliberately not done: inputs and aux tensors are not compared (ports do not produce them);
 candidate tensors that are not golden outputs are listed as a note, never a failure; nothing is skipped
@@ -329,11 +329,11 @@ def _rows_before_divergence(case: GoldenCase, out: GoldenOutput, results: list) 
 
 
 # Per-position outputs of the e2e case (one row per decoder position), which a port on the N - P schedule
-# may dump with fewer rows (``_rows_a_port_computes``).
+# may dump with fewer rows (``rows_a_port_computes``).
 _POSITION_ROWS = re.compile(r"dec\.in|dec\.L\d+\.out|dec\.norm|logits")
 
 
-def _rows_a_port_computes(case: GoldenCase, out: GoldenOutput, arr: np.ndarray) -> tuple[int, int, str] | None:
+def rows_a_port_computes(case: GoldenCase, out: GoldenOutput, arr: np.ndarray) -> tuple[int, int, str] | None:
     """(first row, end row, what) when ``arr`` holds fewer rows of an e2e per-position output than the
     golden's N, in one of the forms a real port dumps (P = the case's prompt length):
 
@@ -364,7 +364,7 @@ def _compare_float(r: TensorResult, out: GoldenOutput, cand: np.ndarray, tol: To
     g = out.array()  # memory-mapped; the numbers are computed blockwise in float64
     if rows is not None:
         g = g[:rows]
-    g = g[first_row:]  # a candidate without the prompt rows (``_rows_a_port_computes``)
+    g = g[first_row:]  # a candidate without the prompt rows (``rows_a_port_computes``)
     nf = nonfinite_scan(cand, g)
     if nf is not None:
         idx = nf["first_index"]
@@ -465,7 +465,7 @@ def compare(golden: GoldenSet, candidate: dict, port_dtype: str = "float32", onl
             tol = out.tolerance[port_dtype]
             r.tolerance = {"port_dtype": port_dtype, "atol": tol.atol, "rtol": tol.rtol}
         want_float = out.kind == "float"
-        part = _rows_a_port_computes(case, out, arr)
+        part = rows_a_port_computes(case, out, arr)
         if part and is_float_dtype(arr.dtype):
             # A port that applies the LM head only where it samples (rows P-1 ..), or that never feeds the
             # last audio position (the N - P schedule), is judged on the rows it computes.

@@ -237,16 +237,6 @@ class LocalResult:
         return 100.0 * self.local / self.limit
 
 
-def _rows_like(name: str, replay: np.ndarray, got: np.ndarray) -> np.ndarray | None:
-    """The replay rows a candidate with fewer rows holds: the last ones for ``logits`` (rows P-1 .. N-1,
-    the prompt rows skipped), the first ones otherwise (a port that never feeds the last position)."""
-    if got.shape == replay.shape:
-        return replay
-    if got.ndim != replay.ndim or got.shape[1:] != replay.shape[1:] or got.shape[0] > replay.shape[0]:
-        return None
-    return replay[replay.shape[0] - got.shape[0]:] if name == "logits" else replay[: got.shape[0]]
-
-
 def fits(shape: tuple, golden_shape: tuple) -> bool:
     """A candidate tap the replay may read: the golden's shape, or fewer rows of it (a port that skips
     the prompt rows or the last position). Bounds the replay's memory by the golden's, whatever is given."""
@@ -257,10 +247,23 @@ def fits(shape: tuple, golden_shape: tuple) -> bool:
 
 def replay_local(stages: list[Stage], local_tol: dict[str, dict], candidate: dict[str, np.ndarray],
                  given: dict[str, np.ndarray], port_dtype: str, case: str, inherited: dict[str, float | None],
-                 shapes: dict[str, tuple], progress=None) -> list[LocalResult]:
+                 shapes: dict[str, tuple], cuts: dict[str, tuple[int, int]] | None = None,
+                 progress=None) -> list[LocalResult]:
     """Replay every stage whose taps the candidate has, at ``port_dtype``'s rounding points, on the
     candidate's own inputs. ``local_tol``: the golden's ``local`` entries; ``inherited``: compare's %;
-    ``shapes``: the golden's shape of every tap (a tap that does not ``fits`` is not replayed)."""
+    ``shapes``: the golden's shape of every tap (a tap that does not ``fits`` is not replayed); ``cuts``:
+    {tap: (first, end)} the golden rows a candidate tap with fewer rows holds (compare's
+    ``rows_a_port_computes``). A replay's rows are the golden's from row 0 (no stage input skips rows)."""
+    cuts = cuts or {}
+
+    def held(name: str, replay: np.ndarray, got: np.ndarray) -> np.ndarray | None:
+        if got.shape == replay.shape:
+            return replay
+        if name not in cuts:
+            return None
+        first, end = cuts[name]
+        return replay[first:end] if end <= replay.shape[0] and replay[first:end].shape == got.shape else None
+
     exact = EXACT[port_dtype]
     results = []
     for k, st in enumerate(stages):
@@ -289,7 +292,7 @@ def replay_local(stages: list[Stage], local_tol: dict[str, dict], candidate: dic
         except (AssertionError, ValueError, IndexError) as err:  # the port's input tap has another shape
             r.why = f"cannot replay on the candidate's {', '.join(st.reads)} ({type(err).__name__}: shapes {', '.join(str(list(v.shape)) for v in x.values())})"
             continue
-        rows = _rows_like(st.name, replay, got)
+        rows = held(st.name, replay, got)
         if rows is None:
             r.why = f"candidate shape {list(got.shape)}, replay {list(replay.shape)}"
             continue
@@ -301,7 +304,7 @@ def replay_local(stages: list[Stage], local_tol: dict[str, dict], candidate: dic
         r.status = "FAIL" if r.local > r.limit else "ok"
         xin = {**x, **{g: given[g] for g in st.given}}
         for name in st.forms:
-            alt = _rows_like(st.name, np.asarray(st.run(xin, exact, act=FORMS[name]), dtype=np.float64), got)
+            alt = held(st.name, np.asarray(st.run(xin, exact, act=FORMS[name]), dtype=np.float64), got)
             fit = form_test(got - rows, alt - rows)
             if fit is not None:
                 alpha, se = fit

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import read_tensor, sha256_file
+from .compare import rows_a_port_computes
 from .errors import OracleError, where
 from .goldenset import GoldenSet
-from .local import e2e_stages, replay_local
+from .local import LocalResult, e2e_stages, replay_local
 from .report import Report
 
 
@@ -90,20 +91,22 @@ def attach_local(report: Report, golden: GoldenSet, candidate: dict, ckpt=None, 
         given = {k: np.asarray(read_tensor(e)) for k, e in case.inputs.items()}
         inherited = {t.name: t.tolerance_used_pct for t in report.tensors if t.case == case.name}
         stages = e2e_stages(checkpoint)
+        cuts = {o.name: part[:2] for o in case.outputs if o.name in cand
+                and (part := rows_a_port_computes(case, o, np.asarray(cand[o.name]))) is not None}
         results = {r.name: {**asdict(r), "local_pct": r.local_pct}
                    for r in replay_local(stages, local_tol, cand, given, report.port_dtype, case.name, inherited,
-                                         {o.name: o.shape for o in case.outputs}, progress)}
+                                         {o.name: o.shape for o in case.outputs}, cuts, progress)}
         compared = {t.name: t for t in report.tensors if t.case == case.name}
         for o in case.outputs:  # pipeline order; a stage that reads golden inputs only: local = inherited
             if o.name in results:
                 report.local.append(results[o.name])
             elif o.kind == "float" and not o.local and o.name in compared and compared[o.name].metrics is not None:
                 t = compared[o.name]
-                report.local.append({"case": case.name, "name": o.name, "reads": ["(golden inputs only)"],
-                                     "metric": "max_abs", "status": "FAIL" if t.status == "FAIL" else "ok",
-                                     "local": t.metrics["max_abs_diff"], "limit": t.tolerance["atol"],
-                                     "worst_index": t.metrics["max_abs_index"], "inherited_pct": t.tolerance_used_pct,
-                                     "why": "", "form": None, "forms": [], "local_pct": t.tolerance_used_pct})
+                r = LocalResult(case.name, o.name, ["(golden inputs only)"], "max_abs",
+                                "FAIL" if t.status == "FAIL" else "ok", local=t.metrics["max_abs_diff"],
+                                limit=t.tolerance["atol"], worst_index=t.metrics["max_abs_index"],
+                                inherited_pct=t.tolerance_used_pct)
+                report.local.append({**asdict(r), "local_pct": r.local_pct})
     if report.local:
         report.notes.append(f"stage-local view: each stage replayed on the candidate's own input taps at {report.port_dtype}'s"
                             f" rounding points (float64 arithmetic), checkpoint {checkpoint.directory}")

@@ -223,3 +223,14 @@ def test_a_hostile_provenance_cannot_point_the_checkpoint_check_outside(tmp_path
     with pytest.raises(OracleError, match="not a file name") as err:
         attach_local(compare(golden, cand), golden, cand)
     assert err.value.exit_code == 2
+
+
+def test_logits_without_prompt_rows_are_replayed_on_the_rows_they_hold(tiny):
+    """Full-length dec.norm, logits rows P-1 .. N-2 only: the replay's rows are taken as compare takes
+    the golden's (rows_a_port_computes), not guessed from the end."""
+    golden, inputs, ctx = tiny
+    cand = replay(ctx, "e2e", inputs, FLOAT32)
+    p = len(next(c for c in golden.cases if c.name == "e2e").manifest["params"]["prompt"])
+    cand["logits"] = cand["logits"][p - 1:-1]
+    rows = {r["name"]: r for r in local_report(golden, cand, "float32").local}
+    assert rows["logits"]["status"] == "ok" and rows["logits"]["local_pct"] < 15, rows["logits"]
