@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from oracle import builtin
-from oracle.checkpoint import read_safetensors_header, read_tensor, write_safetensors
+from oracle.checkpoint import write_safetensors
 from oracle.compare import compare, load_golden
 from oracle.diagnose import attach_diagnosis
 from oracle.errors import OracleError
@@ -35,9 +35,7 @@ COMMITTED = Path(__file__).parents[1] / "golden" / "tiny_goldens"
 
 
 def e2e_inputs(golden) -> dict[str, np.ndarray]:
-    case = next(c for c in golden.cases if c.name == "e2e")
-    header = read_safetensors_header(case.dir / case.manifest["file"])
-    return {k: np.asarray(read_tensor(header[k])) for k in case.manifest["inputs"]}
+    return {k: np.asarray(v) for k, v in next(c for c in golden.cases if c.name == "e2e").read_inputs().items()}
 
 
 @pytest.fixture(scope="module")
