@@ -27,6 +27,7 @@ from oracle.golden_writer import provenance_for, write_golden_set
 from oracle.pipeline import load_setup
 from oracle.precision import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, PORT_DTYPES, policy
 from oracle.faults import gelu_tanh
+from oracle.mel_variants import dft_angle_f32
 from oracle.precision_signature import envelopes, signature
 from oracle.synth import write_checkpoint
 from oracle_tools.cli import main
@@ -160,24 +161,12 @@ def test_tanh_gelu_shows_at_the_gelu_stages(golden, blocks16, monkeypatch):
     assert bad["time_ada.t_cond"] == honest["time_ada.t_cond"]  # before any GELU: unchanged
 
 
-def dft_angle_f32_stft(x, dtype=np.float64, center=True, *, audio=mel_mod.REFERENCE_AUDIO):
-    """A port's direct DFT with float32 angles 2π·k·n/400, k·n not reduced mod 400 (phase error ~1e-4 rad)."""
-    assert center
-    dtype, n_fft, hop = np.dtype(dtype), audio.window_size, audio.hop_length
-    x = np.pad(np.asarray(x, dtype), n_fft // 2, mode="reflect")
-    frames = mel_mod._frames(x, n_fft, hop) * mel_mod.hann_window(n_fft, dtype)
-    kn = np.arange(mel_mod.freq_bins(audio), dtype=np.float32)[:, None] * np.arange(n_fft, dtype=np.float32)[None, :]
-    angle = np.float32(2 * np.pi) * kn / np.float32(n_fft)
-    re, im = frames @ np.cos(angle).T.astype(dtype), frames @ np.sin(angle).T.astype(dtype)
-    return (re * re + im * im).T[:, :-1].astype(dtype)
-
-
-def test_float32_dft_angle_fails_float16_at_the_mel(golden, monkeypatch):
+def test_float32_dft_angle_fails_float16_at_the_mel(golden):
+    """The catalogue's float32 DFT angle 2π·k·n/400, k·n not reduced mod 400 (oracle.mel_variants)."""
     setup = load_setup(builtin.tiny_checkpoint())
     audio = case_inputs(golden, "e2e")["audio"].astype(np.float64)
     honest = mel_mod.log_mel(setup.protocol.pad_offline(audio).astype(np.float32), np.float32)
-    monkeypatch.setattr(mel_mod, "stft_power", dft_angle_f32_stft)
-    bad = mel_mod.log_mel(setup.protocol.pad_offline(audio).astype(np.float32), np.float32)
+    bad = dft_angle_f32(setup.protocol.pad_offline(audio).astype(np.float32), np.float32)
     assert compare(golden, {"mel": honest}, port_dtype="float16", only=["e2e/mel"]).exit_code == 0
     report = compare(golden, {"mel": bad}, port_dtype="float16", only=["e2e/mel"])
     # float16's mel tolerance is float32's (its floor), 10x the honest float32 front ends' envelope: ~4x here
